@@ -1,0 +1,20 @@
+# The two commands of README.md: `make demo` and `make test`. Both set everything up first.
+PY := .venv/bin/python
+
+.PHONY: setup demo test lint bench clean
+setup:
+	scripts/setup.sh
+
+demo: setup
+	$(PY) -m sandbox.demo
+
+test: setup
+	$(PY) -m pytest -q
+	$(PY) -m mypy
+	$(PY) -m ruff check certbot_dane tests sandbox bench
+
+bench: setup
+	$(PY) bench/issue_speed.py
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache

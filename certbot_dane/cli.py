@@ -1,0 +1,136 @@
+"""The `certbot-dane` command: parse arguments, call one core function, map errors to exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from certbot_dane import __version__, config, hooks, state
+from certbot_dane import deploy as rollout
+from certbot_dane.dnsclient import DnsClient
+from certbot_dane.errors import DaneError
+
+logger = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Safe DANE TLSA rollover for certbot certificates.
+
+certbot issues and renews (`-a dane` answers DNS-01 through RFC 2136); on renewal the installer
+(`-i dane`) or the deploy hook stages the new certificate and pre-publishes its TLSA records;
+`certbot-dane deploy`, run by certbot-dane.timer, swaps it in once every authoritative server has
+served the new records for two TTLs, reloads the services, and retires the old records.
+Services must read their certificate from <deploy_dir>/<lineage>/, never from certbot's live/.
+"""
+
+EPILOG = """\
+exit status: 0 success, 1 an error was reported (message on stderr), 2 bad usage.
+configuration: TOML, see README.md; `certbot-dane check` validates it.
+"""
+
+HOOK_TEMPLATE = """#!/bin/sh
+# Installed by `certbot-dane install-hook`: stage renewed certificates for DANE rollover.
+CERTBOT_DANE_CONFIG='{config}' exec '{python}' -m certbot_dane.hooks deploy
+"""
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    client = DnsClient(settings.dns)
+    print(f"{settings.path}: configuration is valid (TSIG key {settings.dns.key.name} "
+          f"{settings.dns.key.algorithm}, primary {settings.dns.server})")
+    for lineage in settings.lineages.values():
+        for name in lineage.tlsa:
+            zone = client.find_zone(name)
+            servers = ", ".join(map(str, client.servers(zone)))
+            print(f"  {lineage.name}: {name} in zone {zone}, authoritative servers {servers}")
+    return 0
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    settings = config.load(args.config)
+    if args.lineage and args.lineage not in settings.lineages:
+        raise DaneError(f"lineage {args.lineage!r} is not configured in {settings.path}")
+    run = rollout.Rollout.from_config(settings, dry_run=args.dry_run)
+    failures = rollout.deploy_all(run, [args.lineage] if args.lineage else None, force=args.force_before_gate)
+    for line in run.log:
+        print(line)
+    for line in failures:
+        print(f"certbot-dane: error: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def _install_hook(args: argparse.Namespace) -> int:
+    cfg = Path(args.config or config.default_path()).resolve()
+    config.load(cfg)
+    target = Path(args.hooks_dir) / "certbot-dane"
+    text = HOOK_TEMPLATE.format(config=cfg, python=sys.executable)
+    if args.print:
+        print(text, end="")
+        return 0
+    state.atomic_write(target, text.encode(), mode=0o755)
+    print(f"installed {target}: certbot runs it after every renewal")
+    return 0
+
+
+def _hook(args: argparse.Namespace) -> int:
+    if args.config:
+        os.environ[config.ENV_VAR] = args.config
+    return hooks._run(args.command.removesuffix("-hook"))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with a sub-command per job."""
+    parser = argparse.ArgumentParser(prog="certbot-dane", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"certbot-dane {__version__}")
+    parser.add_argument("-c", "--config", metavar="FILE",
+                        help=f"configuration file (default: ${config.ENV_VAR} or {config.DEFAULT_PATH})")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every DNS step")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("check", help="validate the configuration and look up each TLSA name's zone and "
+                                 "authoritative servers (changes nothing)").set_defaults(func=_check)
+
+    dep = sub.add_parser("deploy", help="deploy staged certificates whose gate has opened, reload, retire "
+                                        "old records (run by certbot-dane.timer)")
+    dep.add_argument("--lineage", metavar="NAME", help="only this lineage (certbot certificate name)")
+    dep.add_argument("--dry-run", action="store_true",
+                     help="print what would be published, swapped, reloaded and removed, and why not yet; "
+                          "change nothing")
+    dep.add_argument("--force-before-gate", action="store_true",
+                     help="EMERGENCY ONLY (a certificate about to expire): deploy before the TTL gate; "
+                          "DANE-validating senders that cached the old records will defer mail")
+    dep.set_defaults(func=_deploy)
+
+    ins = sub.add_parser("install-hook", help="install certbot's deploy hook so renewals are staged")
+    ins.add_argument("--hooks-dir", default="/etc/letsencrypt/renewal-hooks/deploy",
+                     help="certbot's deploy hook directory (default: %(default)s)")
+    ins.add_argument("--print", action="store_true", help="print the hook instead of installing it")
+    ins.set_defaults(func=_install_hook)
+
+    for action, env in (("auth", "CERTBOT_DOMAIN, CERTBOT_VALIDATION"),
+                        ("cleanup", "CERTBOT_DOMAIN, CERTBOT_VALIDATION"),
+                        ("deploy", "RENEWED_LINEAGE")):
+        option = "--deploy-hook" if action == "deploy" else f"--manual-{action}-hook"
+        sub.add_parser(f"{action}-hook", help=f"certbot {option} (reads {env})").set_defaults(func=_hook)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command; exit 0 on success, 1 on a reported error, 2 on bad usage."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="certbot-dane: %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except DaneError as err:
+        print(f"certbot-dane: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""The one configuration file: parsed and validated once into frozen, typed settings."""
+
+from __future__ import annotations
+
+import difflib
+import grp
+import ipaddress
+import os
+import re
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from certbot_dane.errors import ConfigError
+from certbot_dane.tlsa import TlsaParams
+from certbot_dane.tsigkey import DEFAULT_ALGORITHM, TsigKey, check_algorithm, decode_secret, parse_key_file
+
+DEFAULT_PATH = Path("/etc/certbot-dane/certbot-dane.toml")
+ENV_VAR = "CERTBOT_DANE_CONFIG"
+
+_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "dns", "lineage"}
+_DNS_KEYS = {
+    "server", "port", "key_file", "key_name", "key_secret", "key_algorithm",
+    "nameservers", "timeout", "propagation_timeout",
+}
+_LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "key_group"}
+_VERIFY_SCHEMES = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993,
+                   "pop3": 110, "pop3s": 995, "https": 443}
+_TLSA_NAME_RE = re.compile(r"^_(\d{1,5})\._(tcp|udp|sctp)\.(?=.*[a-z0-9])[a-z0-9_.-]+\.?$", re.I)
+_LINEAGE_RE = re.compile(r"^[A-Za-z0-9*_][A-Za-z0-9*_.-]*$")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A DNS server to talk to: host (address or name) and port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class DnsSettings:
+    """Where and how to send updates, and which servers to wait for."""
+
+    server: Endpoint
+    key: TsigKey
+    nameservers: tuple[Endpoint, ...]
+    timeout: float
+    propagation_timeout: float
+
+
+@dataclass(frozen=True)
+class VerifyTarget:
+    """An endpoint to check after a deploy: scheme (smtp, imaps, ...), host and port."""
+
+    scheme: str
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class LineageSettings:
+    """One certbot lineage (certificate name) that certbot-dane manages."""
+
+    name: str
+    tlsa: tuple[str, ...]
+    params: tuple[TlsaParams, ...]
+    tlsa_ttl: int | None = None
+    reload: tuple[str, ...] = ()
+    verify: tuple[VerifyTarget, ...] = ()
+    key_group: int | None = None  # gid that may read the deployed private key (mode 0640)
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """The host names the TLSA names protect (_25._tcp.mx.example.org. -> mx.example.org)."""
+        return tuple(dict.fromkeys(n.split(".", 2)[2].rstrip(".") for n in self.tlsa))
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything certbot-dane reads from its configuration file."""
+
+    path: Path
+    state_dir: Path
+    deploy_dir: Path
+    dns: DnsSettings
+    lineages: dict[str, LineageSettings] = field(default_factory=dict)
+    letsencrypt_dir: Path = Path("/etc/letsencrypt")
+
+
+def default_path() -> Path:
+    """The configuration path: $CERTBOT_DANE_CONFIG, else /etc/certbot-dane/certbot-dane.toml."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
+
+
+def load(path: Path | str | None = None) -> Config:
+    """Read, parse and validate a configuration file; every problem reported in one ConfigError."""
+    path = Path(path) if path is not None else default_path()
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read configuration: {err.strerror}") from err
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"{path}: not valid TOML: {err}") from err
+    return _Parser(path).parse(data)
+
+
+def _world_readable(path: Path) -> bool:
+    return bool(path.stat().st_mode & stat.S_IROTH)
+
+
+class _Parser:
+    """Collects every problem in the file before raising one ConfigError."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.problems: list[str] = []
+
+    def problem(self, key: str, text: str) -> None:
+        self.problems.append(f"{key}: {text}")
+
+    def parse(self, data: dict[str, Any]) -> Config:
+        self.unknown(data, _TOP_KEYS, "")
+        state_dir = self.path_value(data, "state_dir", "/var/lib/certbot-dane")
+        deploy_dir = self.path_value(data, "deploy_dir", "/etc/certbot-dane/live")
+        letsencrypt_dir = self.path_value(data, "letsencrypt_dir", "/etc/letsencrypt")
+        dns = self.dns(self.table(data, "dns", required=True))
+        lineages = {}
+        for name, table in self.table(data, "lineage").items():
+            lineage = self.lineage(name, table)
+            if lineage is not None:
+                lineages[name] = lineage
+        if self.problems:
+            lines = "\n  ".join(self.problems)
+            raise ConfigError(f"{self.path}: {len(self.problems)} problem(s):\n  {lines}")
+        assert dns is not None
+        return Config(self.path, state_dir, deploy_dir, dns, lineages, letsencrypt_dir)
+
+    def unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+                self.problem(f"{prefix}{key}", f"unknown key{hint}")
+
+    def table(self, data: dict[str, Any], key: str, required: bool = False) -> dict[str, Any]:
+        value = data.get(key)
+        if value is None:
+            if required:
+                self.problem(f"[{key}]", "missing table")
+            return {}
+        if not isinstance(value, dict):
+            self.problem(key, "must be a table")
+            return {}
+        return value
+
+    def path_value(self, data: dict[str, Any], key: str, default: str) -> Path:
+        value = data.get(key, default)
+        if not isinstance(value, str) or not value.startswith("/"):
+            self.problem(key, "must be an absolute path")
+            return Path(default)
+        return Path(value)
+
+    def number(self, data: dict[str, Any], key: str, default: float, low: float, high: float) -> float:
+        value = data.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            self.problem(f"dns.{key}", f"must be a number from {low:g} to {high:g}")
+            return default
+        return value
+
+    def dns(self, table: dict[str, Any]) -> DnsSettings | None:
+        self.unknown(table, _DNS_KEYS, "dns.")
+        if not table:
+            return None
+        server = table.get("server")
+        if not isinstance(server, str) or not server:
+            self.problem("dns.server", "missing: the primary's IP address or host name")
+            server = ""
+        port = int(self.number(table, "port", 53, 1, 65535))
+        nameservers = tuple(self.endpoint(v, port) for v in self.string_list(table, "nameservers", "dns.nameservers"))
+        return DnsSettings(
+            server=Endpoint(server, port),
+            key=self.tsig_key(table) or TsigKey("invalid.", DEFAULT_ALGORITHM, b""),
+            nameservers=tuple(e for e in nameservers if e is not None),
+            timeout=self.number(table, "timeout", 10, 0.1, 600),
+            propagation_timeout=self.number(table, "propagation_timeout", 120, 1, 3600),
+        )
+
+    def string_list(self, table: dict[str, Any], key: str, label: str) -> list[str]:
+        value = table.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.problem(label, "must be a list of strings")
+            return []
+        return value
+
+    def endpoint(self, text: str, default_port: int) -> Endpoint | None:
+        host, port = text, default_port
+        if text.startswith("["):
+            host, _, rest = text[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        elif text.count(":") == 1:
+            host, _, port_text = text.partition(":")
+        else:
+            port_text = ""
+        if port_text:
+            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+                self.problem("dns.nameservers", f"{text!r}: bad port")
+                return None
+            port = int(port_text)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
+                self.problem("dns.nameservers", f"{text!r}: not an address or host name")
+                return None
+        return Endpoint(host, port)
+
+    def tsig_key(self, table: dict[str, Any]) -> TsigKey | None:
+        key_file, secret = table.get("key_file"), table.get("key_secret")
+        name, algorithm = table.get("key_name"), table.get("key_algorithm")
+        if key_file is not None and secret is not None:
+            self.problem("dns.key_file", "give either key_file or key_secret, not both")
+            return None
+        if key_file is not None:
+            return self.key_from_file(key_file, name, algorithm)
+        if secret is None:
+            self.problem("dns.key_file", "missing: a TSIG key file (or key_name + key_secret)")
+            return None
+        if _world_readable(self.path):
+            self.problem("dns.key_secret", f"{self.path} holds a secret but is readable by every user; run: chmod 600 {self.path}")
+        if not isinstance(name, str) or not name:
+            self.problem("dns.key_name", "missing: the TSIG key name, as the server knows it")
+            return None
+        return self.make_key("dns.key_secret", name, algorithm or DEFAULT_ALGORITHM, secret)
+
+    def key_from_file(self, key_file: Any, name: Any, algorithm: Any) -> TsigKey | None:
+        if not isinstance(key_file, str) or not key_file.startswith("/"):
+            self.problem("dns.key_file", "must be an absolute path")
+            return None
+        path = Path(key_file)
+        try:
+            text = path.read_text()
+            if _world_readable(path):
+                self.problem("dns.key_file", f"{path} is readable by every user; run: chmod 600 {path}")
+            found = parse_key_file(text, name if isinstance(name, str) else None)
+        except OSError as err:
+            self.problem("dns.key_file", f"cannot read {path}: {err.strerror}")
+            return None
+        except ValueError as err:
+            self.problem("dns.key_file", f"{path}: {err}")
+            return None
+        key_name, file_algorithm, secret = found
+        return self.make_key("dns.key_file", key_name, algorithm or file_algorithm, secret)
+
+    def make_key(self, label: str, name: str, algorithm: Any, secret: Any) -> TsigKey | None:
+        if not isinstance(algorithm, str) or (bad := check_algorithm(algorithm)):
+            self.problem("dns.key_algorithm", bad if isinstance(algorithm, str) else "must be a string")
+            return None
+        if not isinstance(secret, str):
+            self.problem(label, "the secret must be a string")
+            return None
+        try:
+            raw = decode_secret(secret)
+        except ValueError as err:
+            self.problem(label, str(err))
+            return None
+        return TsigKey(name if name.endswith(".") else name + ".", algorithm.lower().rstrip("."), raw)
+
+    def lineage(self, name: str, table: Any) -> LineageSettings | None:
+        label = f'lineage."{name}"'
+        if not _LINEAGE_RE.match(name) or ".." in name:
+            self.problem(label, "a lineage name is a certbot certificate name: no '/', no '..'")
+            return None
+        if not isinstance(table, dict):
+            self.problem(label, "must be a table")
+            return None
+        self.unknown(table, _LINEAGE_KEYS, f"{label}.")
+        names = self.string_list(table, "tlsa", f"{label}.tlsa")
+        for tlsa_name in names:
+            if not _TLSA_NAME_RE.match(tlsa_name) or not 0 < int(tlsa_name[1:].split(".")[0]) < 65536:
+                self.problem(f"{label}.tlsa", f"{tlsa_name!r} is not a TLSA name like _25._tcp.mx.example.org")
+        params = []
+        for text in self.string_list(table, "params", f"{label}.params") or ["3 0 1"]:
+            try:
+                params.append(TlsaParams.from_text(text))
+            except ValueError as err:
+                self.problem(f"{label}.params", str(err))
+        ttl = table.get("tlsa_ttl")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 86400):
+            self.problem(f"{label}.tlsa_ttl", "must be a whole number of seconds from 1 to 86400")
+            ttl = None
+        canonical = tuple(n.lower().rstrip(".") + "." for n in names)
+        reload = tuple(self.string_list(table, "reload", f"{label}.reload"))
+        verify = tuple(v for v in (self.verify_target(label, t) for t in
+                                   self.string_list(table, "verify", f"{label}.verify")) if v)
+        return LineageSettings(name, canonical, tuple(params), ttl, reload, verify,
+                               self.group(label, table.get("key_group")))
+
+    def verify_target(self, label: str, text: str) -> VerifyTarget | None:
+        scheme, sep, rest = text.partition("://")
+        host, _, port_text = rest.rstrip("/").rpartition(":") if ":" in rest else (rest.rstrip("/"), "", "")
+        if not sep or scheme not in _VERIFY_SCHEMES or not host:
+            self.problem(f"{label}.verify", f"{text!r} is not SCHEME://HOST[:PORT] with SCHEME one of "
+                         f"{', '.join(_VERIFY_SCHEMES)}")
+            return None
+        if port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
+            self.problem(f"{label}.verify", f"{text!r}: bad port")
+            return None
+        return VerifyTarget(scheme, host.strip("[]"), int(port_text) if port_text else _VERIFY_SCHEMES[scheme])
+
+    def group(self, label: str, value: Any) -> int | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            self.problem(f"{label}.key_group", "must be a group name")
+            return None
+        try:
+            return grp.getgrnam(value).gr_gid
+        except KeyError:
+            self.problem(f"{label}.key_group", f"no group named {value!r} on this system")
+            return None

@@ -1,0 +1,208 @@
+"""Rollover decisions (ROLLOVER.md): pure functions from state, observations and time to a plan."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+from certbot_dane.config import Endpoint
+from certbot_dane.records import Answer, Record
+
+#: What each server answered for each TLSA name: an Answer, or a string saying why there is none.
+Observation = Mapping[str, Mapping[Endpoint, "Answer | str"]]
+
+
+BOOTSTRAP = "bootstrap: no TLSA RRset exists yet, so no sender can fail"
+
+
+@dataclass(frozen=True)
+class Version:
+    """One certificate version: its fingerprint and its TLSA records' rdata texts."""
+
+    fingerprint: str
+    records: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Staged(Version):
+    """The version waiting to go live, and the clock of its gate."""
+
+    staged_at: float = 0.0
+    served_at: float | None = None  # when every server first served all its records
+    old_ttl: int = 0                # TTL of the RRsets before pre-publishing
+    no_wait: str | None = None      # why no wait is needed (records already published and aged)
+
+
+@dataclass(frozen=True)
+class Published:
+    """A record certbot-dane itself published (only these may ever be removed)."""
+
+    name: str
+    value: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LineageState:
+    """Everything certbot-dane remembers about one lineage."""
+
+    lineage: str
+    deployed: Version | None = None
+    previous: Version | None = None  # replaced by the last swap; kept until reload and verify succeed
+    staged: Staged | None = None
+    published: tuple[Published, ...] = ()
+    unverified: bool = False         # swapped in, services not yet reloaded and verified
+    error: str | None = None         # the last failure, shown by `status`
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Whether the staged version may go live now, and if not, why and when."""
+
+    ready: bool
+    served_at: float | None
+    safe_at: float | None
+    reason: str
+    lagging: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """DNS changes for one lineage; checked against I2/I3 before anything is applied."""
+
+    add: tuple[Record, ...] = ()
+    remove: tuple[Record, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    def check(self, state: LineageState) -> None:
+        """Raise UnsafePlan if the plan would remove a live record or one we did not publish."""
+        live = set(state.deployed.records if state.deployed else ())
+        ours = {(p.name, p.value) for p in state.published}
+        for record in self.remove:
+            if record.value in live:
+                raise UnsafePlan(f"refusing to remove {record}: it matches the deployed certificate")
+            if (record.name, record.value) not in ours:
+                raise UnsafePlan(f"refusing to remove {record}: certbot-dane did not publish it")
+
+
+class UnsafePlan(AssertionError):
+    """A plan broke an invariant; this is a bug in certbot-dane, never applied."""
+
+
+def wanted_values(state: LineageState) -> tuple[str, ...]:
+    """Record values every TLSA name must hold: deployed, not-yet-verified previous, and staged."""
+    values: list[str] = []
+    for version in (state.deployed, state.previous, state.staged):
+        for value in version.records if version else ():
+            if value not in values:
+                values.append(value)
+    return tuple(values)
+
+
+def publish_plan(state: LineageState, names: tuple[str, ...], on_primary: Mapping[str, Answer],
+                 ttl_for: Mapping[str, int]) -> Plan:
+    """Add each wanted record that the primary does not serve yet, with the RRset's TTL."""
+    adds = [Record(name, "TLSA", value, on_primary[name].ttl or ttl_for[name])
+            for name in names for value in wanted_values(state)
+            if value not in on_primary[name].values]
+    return Plan(add=tuple(adds))
+
+
+def retire_plan(state: LineageState, names: tuple[str, ...]) -> Plan:
+    """Remove our records that match neither the deployed, the previous, nor the staged version.
+
+    Nothing is retired while a swap awaits its reload and verification (`previous` is kept wanted).
+    """
+    wanted = set(wanted_values(state))
+    removes = tuple(Record(p.name, "TLSA", p.value) for p in state.published
+                    if p.value not in wanted and p.name in names)
+    plan = Plan(remove=removes)
+    plan.check(state)
+    return plan
+
+
+def record_published(state: LineageState, records: tuple[Record, ...], now: float) -> LineageState:
+    """State that remembers these records as ours (written before the UPDATE is sent)."""
+    known = {(p.name, p.value) for p in state.published}
+    new = tuple(Published(r.name, r.value, now) for r in records if (r.name, r.value) not in known)
+    return replace(state, published=state.published + new)
+
+
+def record_retired(state: LineageState, records: tuple[Record, ...]) -> LineageState:
+    """State that forgets these records (written after the UPDATE succeeded)."""
+    gone = {(r.name, r.value) for r in records}
+    return replace(state, published=tuple(p for p in state.published if (p.name, p.value) not in gone))
+
+
+def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer], now: float) -> LineageState:
+    """The state after certbot produced `new`.
+
+    Unchanged when `new` is already deployed or staged. Otherwise `new` is staged, replacing any
+    older staged version, and needs no wait (goes live at once) on bootstrap (nothing ever deployed
+    and no name has a TLSA RRset) or when all its records are already live (reused key, selector 1).
+    """
+    if state.deployed and state.deployed.fingerprint == new.fingerprint:
+        return state
+    if state.staged and state.staged.fingerprint == new.fingerprint:
+        return state
+    old_ttl = max((a.ttl or 0 for a in on_primary.values()), default=0)
+    live = set(state.deployed.records) if state.deployed else set()
+    if state.deployed is None and not any(a.values for a in on_primary.values()):
+        no_wait: str | None = BOOTSTRAP
+    elif set(new.records) <= live:
+        no_wait = "its records are already published and aged (same key)"
+    else:
+        no_wait = None
+    return replace(state, staged=Staged(new.fingerprint, new.records, now, None, old_ttl, no_wait), error=None)
+
+
+def gate(state: LineageState, observed: Observation, now: float) -> Gate:
+    """RFC 7671 §8.1: every server serves the staged records, then 2 x max(old TTL, new TTL) passes."""
+    staged = state.staged
+    if staged is None:
+        return Gate(False, None, None, "nothing staged")
+    if staged.no_wait:
+        return Gate(True, staged.served_at, now, f"no wait: {staged.no_wait}")
+    lagging, ttls = [], [staged.old_ttl]
+    for name, answers in sorted(observed.items()):
+        for server, answer in sorted(answers.items(), key=lambda kv: str(kv[0])):
+            if isinstance(answer, str):
+                lagging.append(f"{server} for {name}: {answer}")
+            elif not set(staged.records) <= answer.values:
+                lagging.append(f"{server} for {name}: serves {answer.describe()}")
+            else:
+                ttls.append(answer.ttl or 0)
+    if lagging:
+        return Gate(False, None, None, f"waiting for {len(lagging)} server answer(s) to include the new records",
+                    tuple(lagging))
+    served_at = staged.served_at if staged.served_at is not None else now
+    safe_at = served_at + 2 * max(ttls)
+    if now < safe_at:
+        return Gate(False, served_at, safe_at, f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire")
+    return Gate(True, served_at, safe_at, "every server has served the new records for 2 x TTL")
+
+
+def with_gate(state: LineageState, result: Gate) -> LineageState:
+    """State with the gate's clock recorded (a lagging server resets it)."""
+    if state.staged is None or state.staged.served_at == result.served_at:
+        return state
+    return replace(state, staged=replace(state.staged, served_at=result.served_at))
+
+
+def swapped(state: LineageState) -> LineageState:
+    """State after the staged version went live: the old one stays wanted until verified."""
+    assert state.staged is not None
+    live = Version(state.staged.fingerprint, state.staged.records)
+    return replace(state, previous=state.deployed, deployed=live, staged=None, unverified=True)
+
+
+def reconcile(state: LineageState, on_disk: str | None) -> LineageState:
+    """Bring the state in line with the certificate actually deployed (a crash after the swap)."""
+    if state.staged and on_disk == state.staged.fingerprint:
+        return swapped(state)
+    return state
+
+
+def verified(state: LineageState) -> LineageState:
+    """State after the services were reloaded and verified: the previous version is no longer wanted."""
+    return replace(state, previous=None, unverified=False, error=None)

@@ -1,0 +1,840 @@
+"""Start real `named` primaries/secondaries and Pebble as child processes on 127.0.0.0/8 only."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import dns.tsig
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+REQUIRED_BINARIES = ("named", "tsig-keygen", "rndc", "pebble")
+"""Programs the sandbox runs; Debian ships them in bind9, bind9-utils and pebble."""
+
+APT_PACKAGES = "bind9 bind9-utils bind9-dnsutils pebble"
+"""What `apt-get install` needs to provide REQUIRED_BINARIES (and `dig` for debugging)."""
+
+NOBODY = 65534
+"""uid/gid the servers run as when the sandbox is started by root."""
+
+PRIMARY_ADDRESS = "127.0.0.1"
+SECONDARY_ADDRESS = "127.0.0.2"
+START_TIMEOUT = 20.0
+"""Seconds a server gets to come up (and, for named, to sign its zones)."""
+
+PEBBLE_ENV = {"PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0", "PEBBLE_WFE_NONCEREJECT": "0"}
+
+_POLL_INTERVAL = 0.05
+_SECRET_RE = re.compile(r'secret\s+"([^"]+)"')
+
+
+class SandboxError(Exception):
+    """A sandbox server could not be prepared, started or asked something."""
+
+
+@dataclass(frozen=True)
+class TsigKey:
+    """A TSIG key and the BIND key file (as `tsig-keygen` writes it, mode 0600) holding it."""
+
+    name: str
+    algorithm: str
+    secret: str
+    path: Path
+
+    def as_dnspython(self) -> dns.tsig.Key:
+        """Return the key as dnspython wants it for `dns.update.UpdateMessage(keyring=...)`."""
+        return dns.tsig.Key(self.name, self.secret, self.algorithm)
+
+
+@dataclass(frozen=True)
+class ZoneSpec:
+    """One zone served by the primary: its update policy, whether it is signed, extra records."""
+
+    name: str
+    update_policy: str
+    signed: bool = True
+    records: tuple[str, ...] = ()
+
+
+def _zonesub_policy(key: str) -> str:
+    """Grant `key` TXT and TLSA anywhere in the zone."""
+    return f"grant {key} zonesub TXT TLSA;"
+
+
+ZONES = (
+    ZoneSpec("example.org", _zonesub_policy("certbot-dane."), records=("mx A 127.0.0.1",)),
+    ZoneSpec("example.net", _zonesub_policy("certbot-dane.")),
+    ZoneSpec("locked.example", "grant certbot-dane. name _acme-challenge.ok.locked.example. TXT;"),
+    ZoneSpec("unsigned.example", _zonesub_policy("certbot-dane."), signed=False),
+)
+"""The primary's zones; each has NS ns1.<zone> with ns1.<zone> A 127.0.0.1."""
+
+SECONDARY_ZONES = ("example.org", "example.net")
+"""Zones the (lagging) secondary transfers from the primary."""
+
+
+def find_binary(name: str) -> Path | None:
+    """Locate a program on PATH or in the sbin directories a non-root PATH often lacks."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin"])
+    found = shutil.which(name, path=search)
+    return Path(found) if found else None
+
+
+def missing_binaries() -> list[str]:
+    """Return the REQUIRED_BINARIES that are not installed."""
+    return [name for name in REQUIRED_BINARIES if find_binary(name) is None]
+
+
+def _binary(name: str) -> str:
+    """Return the path of a required program or raise naming the apt packages."""
+    found = find_binary(name)
+    if found is None:
+        raise SandboxError(f"{name} not found: apt-get install {APT_PACKAGES}")
+    return str(found)
+
+
+def _running_as_root() -> bool:
+    """True when the servers must drop privileges before they run."""
+    return os.geteuid() == 0
+
+
+def _launcher() -> list[str]:
+    """Prefix that kills the child with its parent and, as root, drops to nobody."""
+    setpriv = find_binary("setpriv")
+    if setpriv is None:
+        if _running_as_root():
+            raise SandboxError("setpriv (util-linux) is needed to run servers unprivileged")
+        return []
+    prefix = [str(setpriv), "--pdeathsig", "TERM"]
+    if _running_as_root():
+        prefix += [f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups"]
+    return prefix
+
+
+def _loopback_addresses() -> set[str]:
+    """IPv4 addresses configured on `lo` (named listens only on interface addresses)."""
+    output = subprocess.run(
+        [_binary("ip"), "-4", "-o", "addr", "show", "dev", "lo"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return set(re.findall(r"inet (\d+\.\d+\.\d+\.\d+)/", output))
+
+
+def ensure_loopback_address(address: str) -> None:
+    """Put a 127/8 `address` on `lo` (as root) so that named can listen on it.
+
+    Linux answers on all of 127.0.0.0/8, but named binds only to addresses it finds on an
+    interface, and `lo` carries just 127.0.0.1 by default. The address is left in place:
+    removing it could break a concurrent sandbox.
+    """
+    if not ipaddress.ip_address(address).is_loopback:
+        raise SandboxError(f"{address} is not a loopback address")
+    if address == PRIMARY_ADDRESS or address in _loopback_addresses():
+        return
+    if not _running_as_root():
+        raise SandboxError(f"{address} is not on lo: run `ip addr add {address}/32 dev lo` as root")
+    subprocess.run(
+        [_binary("ip"), "addr", "add", f"{address}/32", "dev", "lo"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if address not in _loopback_addresses():
+        raise SandboxError(f"could not add {address} to lo (needs CAP_NET_ADMIN)")
+
+
+def _hand_over(directory: Path) -> None:
+    """Make a directory tree writable by the unprivileged server user (no-op when not root)."""
+    if not _running_as_root():
+        return
+    for path in [directory, *directory.rglob("*")]:
+        os.chown(path, NOBODY, NOBODY)
+
+
+def _write_private(path: Path, text: str) -> Path:
+    """Write `text` to `path` with mode 0600 from the first byte on."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def _port_is_free(address: str, port: int, kind: socket.SocketKind) -> bool:
+    """True when `address:port` can be bound for this socket kind right now."""
+    with socket.socket(socket.AF_INET, kind) as probe:
+        try:
+            probe.bind((address, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(addresses: Sequence[str], *, udp: bool = True, exclude: Iterable[int] = ()) -> int:
+    """Return a port free for TCP (and UDP) on every one of `addresses` (all loopback)."""
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    excluded = set(exclude)
+    for _ in range(200):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((addresses[0], 0))
+            port = int(probe.getsockname()[1])
+        if port in excluded:
+            continue
+        if all(_port_is_free(a, port, k) for a in addresses for k in kinds):
+            return port
+    raise SandboxError(f"no port free on {', '.join(addresses)}")
+
+
+def generate_tsig_key(name: str, directory: Path, algorithm: str = "hmac-sha256") -> TsigKey:
+    """Run `tsig-keygen` and keep its output verbatim in `directory/<name>key` (mode 0600)."""
+    output = subprocess.run(
+        [_binary("tsig-keygen"), "-a", algorithm, name],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = _SECRET_RE.search(output)
+    if match is None:
+        raise SandboxError(f"tsig-keygen wrote no secret for {name}")
+    path = _write_private(directory / f"{name.rstrip('.')}.key", output)
+    return TsigKey(name=name, algorithm=algorithm, secret=match.group(1), path=path)
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    """Return the last lines of a server's log for an error message."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+    """Terminate a child process and reap it, killing it if it ignores SIGTERM."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _zone_file(zone: str, records: Sequence[str]) -> str:
+    """Master file text: small TTLs, a refresh so large that secondaries lag, NS = ns1 only."""
+    lines = [
+        "$TTL 60",
+        f"@ IN SOA ns1.{zone}. hostmaster.{zone}. 1 86400 3600 1209600 60",
+        f"@ IN NS ns1.{zone}.",
+        f"ns1 IN A {PRIMARY_ADDRESS}",
+        *records,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _serial_newer_or_equal(serial: int, reference: int) -> bool:
+    """RFC 1982 comparison: is `serial` at or after `reference`?"""
+    return serial == reference or 0 < (serial - reference) % 2**32 < 2**31
+
+
+class NamedServer:
+    """One real `named` process (primary or secondary) on address:port."""
+
+    def __init__(
+        self,
+        label: str,
+        address: str,
+        port: int,
+        workdir: Path,
+        *,
+        zones: Sequence[ZoneSpec],
+        control_port: int,
+        keys: Sequence[TsigKey] = (),
+        primary: NamedServer | None = None,
+    ) -> None:
+        """Describe the server; nothing is written or started before `start()`."""
+        self.label = label
+        self.address = address
+        self.port = port
+        self.workdir = workdir
+        self.zones = tuple(zones)
+        self.control_port = control_port
+        self.keys = tuple(keys)
+        self.primary = primary
+        self.log = workdir / "named.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def __repr__(self) -> str:
+        """Name the server the way error messages do."""
+        return f"<NamedServer {self}>"
+
+    def __str__(self) -> str:
+        """`label address:port`, as used in error messages."""
+        return f"{self.label} {self.address}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True while the named process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Start named and return once it answers SOA (and is signed) for all its zones."""
+        if self.running:
+            return
+        self._prepare()
+        # named makes a relative -c absolute and reopens it through every parent directory,
+        # which the unprivileged user may not traverse (pytest's tmp dirs are 0700);
+        # /proc/self/cwd/ reaches the workdir without walking its parents.
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [*_launcher(), _binary("named"), "-g", "-c", "/proc/self/cwd/named.conf"],
+                cwd=self.workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop named; stopping a stopped server does nothing."""
+        _stop_process(self._process)
+        self._process = None
+
+    def query(self, name: str, rdtype: str, *, dnssec: bool = False) -> list[str]:
+        """Ask this server (TCP, no RD) and return the sorted rdata texts of `name`/`rdtype`.
+
+        NXDOMAIN and NODATA give an empty list; any other error rcode raises SandboxError.
+        TXT texts keep their quotes (`'"token"'`), as dnspython prints them.
+        """
+        response = self._ask(name, rdtype, dnssec=dnssec)
+        rcode = response.rcode()
+        if rcode == dns.rcode.NXDOMAIN:
+            return []
+        if rcode != dns.rcode.NOERROR:
+            raise SandboxError(f"{self}: {name} {rdtype}: {dns.rcode.to_text(rcode)}")
+        wanted = dns.rdatatype.from_text(rdtype)
+        return sorted(rdata.to_text() for rrset in response.answer if rrset.rdtype == wanted for rdata in rrset)
+
+    def rrsigs(self, name: str, covered: str) -> list[str]:
+        """Return the RRSIG texts over `name`/`covered` (asks with the DO bit)."""
+        covered_type = dns.rdatatype.from_text(covered)
+        response = self._ask(name, covered, dnssec=True)
+        return sorted(
+            rdata.to_text()
+            for rrset in response.answer
+            if rrset.rdtype == dns.rdatatype.RRSIG and rrset.covers == covered_type
+            for rdata in rrset
+        )
+
+    def soa_serial(self, zone: str) -> int:
+        """Return the SOA serial this server serves for `zone`."""
+        records = self.query(zone, "SOA")
+        if not records:
+            raise SandboxError(f"{self}: no SOA for {zone}")
+        return int(records[0].split()[2])
+
+    def rndc(self, *args: str) -> str:
+        """Run an rndc command over this server's loopback control channel; return its output."""
+        result = subprocess.run(
+            [_binary("rndc"), "-c", str(self.workdir / "rndc.conf"), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if result.returncode != 0:
+            raise SandboxError(f"{self}: rndc {' '.join(args)}: {result.stderr.strip()}")
+        return result.stdout
+
+    def retransfer(self, zone: str, timeout: float = 10) -> None:
+        """Secondary only: fetch `zone` from the primary now and wait until it has its serial.
+
+        It transfers what the primary serves at the time of the call: after an UPDATE, first
+        wait until the primary shows the change (inline signing applies it a moment later).
+        """
+        if self.primary is None:
+            raise SandboxError(f"{self} is not a secondary")
+        target = self.primary.soa_serial(zone)
+        self.rndc("retransfer", zone)
+        self.wait_for(
+            zone,
+            "SOA",
+            lambda records: bool(records) and _serial_newer_or_equal(int(records[0].split()[2]), target),
+            timeout=timeout,
+        )
+
+    def wait_for(
+        self,
+        name: str,
+        rdtype: str,
+        predicate: Callable[[list[str]], bool],
+        timeout: float = 10,
+    ) -> list[str]:
+        """Poll `query(name, rdtype)` until `predicate` holds; return the records then."""
+        deadline = time.monotonic() + timeout
+        seen: object = None
+        while True:
+            try:
+                seen = records = self.query(name, rdtype)
+                if predicate(records):
+                    return records
+            except (dns.exception.DNSException, OSError, SandboxError) as err:
+                seen = err
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self}: {name} {rdtype} after {timeout}s: last saw {seen!r}")
+            time.sleep(_POLL_INTERVAL)
+
+    def _ask(self, name: str, rdtype: str, *, dnssec: bool) -> dns.message.Message:
+        """Send one non-recursive TCP query to this server."""
+        request = dns.message.make_query(name, rdtype, want_dnssec=dnssec)
+        request.flags &= ~dns.flags.RD
+        return dns.query.tcp(request, self.address, port=self.port, timeout=2.0)
+
+    def _ready(self) -> bool:
+        """True when every zone answers SOA and every signed zone shows DNSKEY and RRSIG(SOA)."""
+        try:
+            for zone in self.zones:
+                if not self.query(zone.name, "SOA"):
+                    return False
+                if zone.signed and not (self.query(zone.name, "DNSKEY") and self.rrsigs(zone.name, "SOA")):
+                    return False
+        except (dns.exception.DNSException, OSError, SandboxError):
+            return False
+        return True
+
+    def _wait_until_ready(self) -> None:
+        """Poll until `_ready()`, failing fast with named's log if it exits or never gets there."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._ready():
+            if not self.running:
+                raise SandboxError(f"{self}: named exited:\n{_log_tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"{self}: not ready after {START_TIMEOUT}s:\n{_log_tail(self.log)}")
+            time.sleep(_POLL_INTERVAL)
+
+    def _prepare(self) -> None:
+        """Write config, keys and (once) zone files into the workdir, owned by the server user."""
+        ensure_loopback_address(self.address)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "keys").mkdir(exist_ok=True)
+        for key in self.keys:
+            shutil.copyfile(key.path, self.workdir / key.path.name)
+            (self.workdir / key.path.name).chmod(0o600)
+        if not (self.workdir / "rndc.key").exists():
+            rndc_key = generate_tsig_key("rndc-key", self.workdir)
+            (self.workdir / "rndc-key.key").rename(self.workdir / "rndc.key")
+            _write_private(self.workdir / "rndc.conf", self._rndc_conf(rndc_key.secret))
+        if self.primary is None:
+            for zone in self.zones:
+                zone_path = self.workdir / f"{zone.name}.zone"
+                if not zone_path.exists():
+                    zone_path.write_text(_zone_file(zone.name, zone.records), encoding="utf-8")
+        (self.workdir / "named.conf").write_text(self._named_conf(), encoding="utf-8")
+        _hand_over(self.workdir)
+
+    def _rndc_conf(self, secret: str) -> str:
+        """rndc client config talking to this server only."""
+        return (
+            f'key "rndc-key" {{ algorithm hmac-sha256; secret "{secret}"; }};\n'
+            f'options {{ default-key "rndc-key"; default-server {self.address};'
+            f" default-port {self.control_port}; }};\n"
+        )
+
+    def _named_conf(self) -> str:
+        """named.conf with paths relative to the workdir (named runs with it as cwd)."""
+        includes = "".join(f'include "{key.path.name}";\n' for key in self.keys)
+        zones = "".join(self._zone_clause(zone) for zone in self.zones)
+        return (
+            f"options {{\n{self._options()}}};\n"
+            f'{includes}include "rndc.key";\n'
+            f"controls {{ inet {self.address} port {self.control_port}"
+            f' allow {{ {self.address}; }} keys {{ "rndc-key"; }}; }};\n'
+            f"{zones}"
+        )
+
+    def _options(self) -> str:
+        """The options block: loopback only, no recursion, no NOTIFY, files in the workdir."""
+        options = [
+            'directory "."',
+            'pid-file "named.pid"',
+            'session-keyfile "session.key"',
+            'lock-file "named.lock"',
+            'managed-keys-directory "."',
+            f"listen-on port {self.port} {{ {self.address}; }}",
+            "listen-on-v6 { none; }",
+            "recursion no",
+            "dnssec-validation no",
+            "notify no",
+        ]
+        if self.primary is None:
+            options.append(f"allow-transfer {{ {SECONDARY_ADDRESS}; }}")
+        else:
+            options += [
+                "allow-transfer { none; }",
+                f"transfer-source {self.address}",
+                f"notify-source {self.address}",
+                f"query-source address {self.address}",
+            ]
+        return "".join(f"    {option};\n" for option in options)
+
+    def _zone_clause(self, zone: ZoneSpec) -> str:
+        """One zone statement: secondary of the primary, or a dynamic (maybe signed) primary."""
+        if self.primary is not None:
+            body = (
+                f'type secondary; file "{zone.name}.db";'
+                f" primaries port {self.primary.port} {{ {self.primary.address}; }};"
+            )
+        else:
+            body = f'type primary; file "{zone.name}.zone"; update-policy {{ {zone.update_policy} }};'
+            if zone.signed:
+                body += ' key-directory "keys"; dnssec-policy default; inline-signing yes;'
+        return f'zone "{zone.name}" {{ {body} }};\n'
+
+
+def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """Write a self-signed cert/key for 127.0.0.1 and localhost; return (cert, key) paths."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    san = x509.SubjectAlternativeName(
+        [x509.IPAddress(ipaddress.ip_address(PRIMARY_ADDRESS)), x509.DNSName("localhost")]
+    )
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
+        .add_extension(san, critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path = directory / "tls-cert.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    key_path = _write_private(directory / "tls-key.pem", key_pem.decode("ascii"))
+    return cert_path, key_path
+
+
+def https_get(url: str, timeout: float = 2.0) -> bytes:
+    """GET a loopback HTTPS URL without verifying the certificate and without any proxy."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+    with opener.open(url, timeout=timeout) as response:
+        body: bytes = response.read()
+    return body
+
+
+@dataclass
+class Pebble:
+    """Let's Encrypt's Pebble ACME server on 127.0.0.1, validating DNS-01 against `dns_server`."""
+
+    workdir: Path
+    dns_server: str
+    port: int
+    management_port: int
+    http_port: int
+    tls_port: int
+    directory_url: str = field(init=False)
+    management_url: str = field(init=False)
+    log: Path = field(init=False)
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Derive the URLs and the log path."""
+        self.directory_url = f"https://{PRIMARY_ADDRESS}:{self.port}/dir"
+        self.management_url = f"https://{PRIMARY_ADDRESS}:{self.management_port}"
+        self.log = self.workdir / "pebble.log"
+
+    def start(self) -> None:
+        """Start Pebble and return once its directory URL answers."""
+        if self._process is not None and self._process.poll() is None:
+            return
+        config = self._write_config()
+        with self.log.open("ab") as log:
+            self._process = subprocess.Popen(
+                [*_launcher(), _binary("pebble"), "-config", config.name, "-dnsserver", self.dns_server],
+                cwd=self.workdir,
+                env={**os.environ, **PEBBLE_ENV},
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop Pebble; stopping a stopped Pebble does nothing."""
+        _stop_process(self._process)
+        self._process = None
+
+    def root_pem(self) -> str:
+        """Return the PEM of the root CA that signs this Pebble's certificates."""
+        return https_get(f"{self.management_url}/roots/0").decode("ascii")
+
+    def _write_config(self) -> Path:
+        """Write Pebble's TLS certificate and JSON config into the workdir, owned by its user.
+
+        Paths are relative: Pebble runs with the workdir as cwd, so it needs no access to the
+        (possibly 0700) directories above it.
+        """
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cert, key = _self_signed_certificate(self.workdir)
+        settings = {
+            "listenAddress": f"{PRIMARY_ADDRESS}:{self.port}",
+            "managementListenAddress": f"{PRIMARY_ADDRESS}:{self.management_port}",
+            "certificate": cert.name,
+            "privateKey": key.name,
+            "httpPort": self.http_port,
+            "tlsPort": self.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": False,
+        }
+        path = self.workdir / "pebble-config.json"
+        path.write_text(json.dumps({"pebble": settings}, indent=2), encoding="utf-8")
+        _hand_over(self.workdir)
+        return path
+
+    def _wait_until_ready(self) -> None:
+        """Poll the directory URL, failing fast with Pebble's log if it exits."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                https_get(self.directory_url)
+                return
+            except (OSError, urllib.error.URLError):
+                pass
+            if self._process is None or self._process.poll() is not None:
+                raise SandboxError(f"pebble exited:\n{_log_tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"pebble not ready after {START_TIMEOUT}s:\n{_log_tail(self.log)}")
+            time.sleep(_POLL_INTERVAL)
+
+
+def _toml_string(value: str | Path) -> str:
+    """A TOML basic string (JSON string syntax is a subset TOML accepts)."""
+    return json.dumps(str(value))
+
+
+def _toml_number(value: float) -> str:
+    """A TOML integer when `value` is integral, else a float."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _toml_strings(values: Sequence[str]) -> str:
+    """A TOML array of strings."""
+    return "[" + ", ".join(_toml_string(v) for v in values) + "]"
+
+
+def _certbot_executable() -> str:
+    """The certbot installed next to this Python, else the one on PATH."""
+    beside = Path(sys.executable).parent / "certbot"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("certbot")
+    if found is None:
+        raise SandboxError("certbot not found next to the Python interpreter nor on PATH")
+    return found
+
+
+class Sandbox:
+    """A primary named, an optional lagging secondary and Pebble, under one base dir; context manager."""
+
+    def __init__(self, base: Path, *, secondary: bool = False, pebble: bool = True) -> None:
+        """Generate keys and pick free ports under `base`; start nothing yet."""
+        self.base = Path(base).resolve()
+        self.base.mkdir(parents=True, exist_ok=True)
+        addresses = [PRIMARY_ADDRESS, SECONDARY_ADDRESS] if secondary else [PRIMARY_ADDRESS]
+        self.port = free_port(addresses)
+        taken = {self.port}
+        keydir = self.base / "keys"
+        keydir.mkdir(mode=0o700, exist_ok=True)
+        self.key = generate_tsig_key("certbot-dane.", keydir)
+        self.intruder_key = generate_tsig_key("intruder.", keydir)
+        self.primary = NamedServer(
+            "primary",
+            PRIMARY_ADDRESS,
+            self.port,
+            self.base / "primary",
+            zones=ZONES,
+            control_port=self._pick([PRIMARY_ADDRESS], taken),
+            keys=(self.key, self.intruder_key),
+        )
+        self.secondary: NamedServer | None = None
+        if secondary:
+            self.secondary = NamedServer(
+                "secondary",
+                SECONDARY_ADDRESS,
+                self.port,
+                self.base / "secondary",
+                zones=[zone for zone in ZONES if zone.name in SECONDARY_ZONES],
+                control_port=self._pick([SECONDARY_ADDRESS], taken),
+                keys=(self.key, self.intruder_key),
+                primary=self.primary,
+            )
+        self.pebble: Pebble | None = None
+        if pebble:
+            ports = [self._pick([PRIMARY_ADDRESS], taken) for _ in range(4)]
+            self.pebble = Pebble(self.base / "pebble", f"{PRIMARY_ADDRESS}:{self.port}", *ports)
+
+    @staticmethod
+    def _pick(addresses: Sequence[str], taken: set[int]) -> int:
+        """Pick a free TCP port not handed out yet and remember it."""
+        port = free_port(addresses, udp=False, exclude=taken)
+        taken.add(port)
+        return port
+
+    @property
+    def servers(self) -> list[NamedServer]:
+        """The named servers: the primary, then the secondary if any."""
+        return [self.primary] + ([self.secondary] if self.secondary else [])
+
+    @property
+    def nameservers(self) -> list[str]:
+        """`address:port` of every named server, for `write_config(nameservers=...)`."""
+        return [f"{server.address}:{server.port}" for server in self.servers]
+
+    def start(self) -> None:
+        """Start the primary (signed), then the secondary (transferred), then Pebble."""
+        try:
+            for server in self.servers:
+                server.start()
+            if self.pebble is not None:
+                self.pebble.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every server; idempotent."""
+        if self.pebble is not None:
+            self.pebble.stop()
+        for server in reversed(self.servers):
+            server.stop()
+
+    def __enter__(self) -> Sandbox:
+        """Start everything."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop everything."""
+        self.stop()
+
+    def certbot(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real certbot against this sandbox's Pebble with its dirs under base/certbot.
+
+        `--no-random-sleep-on-renew` is always passed: with no terminal on stdin, `certbot renew`
+        would otherwise sleep up to 8 minutes before renewing.
+        """
+        if self.pebble is None:
+            raise SandboxError("this sandbox has no Pebble")
+        home = self.base / "certbot"
+        command = [
+            _certbot_executable(),
+            *args,
+            "--server",
+            self.pebble.directory_url,
+            "--no-verify-ssl",
+            "--config-dir",
+            str(home / "config"),
+            "--work-dir",
+            str(home / "work"),
+            "--logs-dir",
+            str(home / "logs"),
+            "--register-unsafely-without-email",
+            "--no-random-sleep-on-renew",
+            "--agree-tos",
+            "--non-interactive",
+        ]
+        no_proxy = "127.0.0.1,localhost"
+        environment = {**os.environ, "NO_PROXY": no_proxy, "no_proxy": no_proxy, **(env or {})}
+        return subprocess.run(
+            command,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=timeout,
+        )
+
+    def write_config(
+        self,
+        path: Path,
+        *,
+        lineages: dict[str, list[str]] | None = None,
+        nameservers: list[str] | None = None,
+        timeout: float = 10,
+        extra: str = "",
+        dns_extra: str = "",
+    ) -> Path:
+        """Write a certbot-dane TOML config for this sandbox (mode 0600) and return its path.
+
+        `extra` goes after the top-level keys, before `[dns]` (top-level keys or whole tables);
+        `dns_extra` goes inside `[dns]`.
+        """
+        lines = [
+            f"state_dir = {_toml_string(self.base / 'state')}",
+            f"deploy_dir = {_toml_string(self.base / 'live')}",
+            *([extra.strip()] if extra.strip() else []),
+            "",
+            "[dns]",
+            f"server = {_toml_string(PRIMARY_ADDRESS)}",
+            f"port = {self.port}",
+            f"key_file = {_toml_string(self.key.path)}",
+            f"timeout = {_toml_number(timeout)}",
+        ]
+        if nameservers is not None:
+            lines.append(f"nameservers = {_toml_strings(nameservers)}")
+        if dns_extra.strip():
+            lines.append(dns_extra.strip())
+        for domain, tlsa_names in (lineages or {}).items():
+            lines += ["", f"[lineage.{_toml_string(domain)}]", f"tlsa = {_toml_strings(tlsa_names)}"]
+        return _write_private(Path(path), "\n".join(lines) + "\n")

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install everything certbot-dane's demo, tests and benchmarks need on a fresh Debian 12 machine:
+# Debian packages (BIND, Pebble, systemd for `systemd-analyze verify`) and a virtualenv in .venv
+# holding this package (editable) with its test tools. Idempotent; needs root for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(bind9 bind9-utils bind9-dnsutils pebble systemd iproute2 openssl)
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $($PYTHON --version)"
+    "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import certbot_dane, certbot_dns_rfc2136, pytest, hypothesis" 2>/dev/null \
+        || [ pyproject.toml -nt .venv/.installed ]; then
+    echo "setup: installing certbot-dane and its test tools into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -e '.[test]'
+    touch .venv/.installed
+fi
+echo "setup: ready ($(.venv/bin/certbot --version 2>&1), $(/usr/sbin/named -v), pebble $(dpkg-query -W -f='${Version}' pebble))"

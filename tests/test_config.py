@@ -1,0 +1,147 @@
+"""Configuration: valid files become typed settings, every problem is reported in one message."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from certbot_dane import config
+from certbot_dane.config import Endpoint
+from certbot_dane.errors import ConfigError
+from certbot_dane.tlsa import TlsaParams
+
+SECRET = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI="
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tsig.key"
+    path.write_text(f'key "certbot-dane." {{\n\talgorithm hmac-sha512;\n\tsecret "{SECRET}";\n}};\n')
+    path.chmod(0o600)
+    return path
+
+
+def write(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "certbot-dane.toml"
+    path.write_text(text)
+    path.chmod(mode)
+    return path
+
+
+def test_full_config_is_parsed_into_typed_settings(tmp_path, key_file):
+    path = write(tmp_path, f'''
+state_dir = "/tmp/s"
+deploy_dir = "/tmp/d"
+[dns]
+server = "192.0.2.53"
+port = 5353
+key_file = "{key_file}"
+nameservers = ["192.0.2.1", "192.0.2.2:5300", "[2001:db8::1]:53", "ns1.example.org"]
+timeout = 3
+propagation_timeout = 30
+[lineage."mx.example.org"]
+tlsa = ["_25._tcp.MX.example.org.", "_465._tcp.mx.example.org"]
+params = ["3 1 1", "2 1 1"]
+tlsa_ttl = 300
+''')
+    cfg = config.load(path)
+    assert cfg.state_dir == Path("/tmp/s") and cfg.deploy_dir == Path("/tmp/d")
+    assert cfg.dns.server == Endpoint("192.0.2.53", 5353)
+    assert (cfg.dns.key.name, cfg.dns.key.algorithm) == ("certbot-dane.", "hmac-sha512")
+    assert cfg.dns.nameservers == (Endpoint("192.0.2.1", 5353), Endpoint("192.0.2.2", 5300),
+                                   Endpoint("2001:db8::1", 53), Endpoint("ns1.example.org", 5353))
+    assert (cfg.dns.timeout, cfg.dns.propagation_timeout) == (3, 30)
+    lineage = cfg.lineages["mx.example.org"]
+    assert lineage.tlsa == ("_25._tcp.mx.example.org.", "_465._tcp.mx.example.org.")
+    assert lineage.params == (TlsaParams(3, 1, 1), TlsaParams(2, 1, 1))
+    assert lineage.tlsa_ttl == 300
+
+
+def test_defaults(tmp_path, key_file):
+    cfg = config.load(write(tmp_path, f'[dns]\nserver = "ns.example.org"\nkey_file = "{key_file}"\n'
+                                      '[lineage."a.example.org"]\ntlsa = ["_25._tcp.a.example.org"]\n'))
+    assert cfg.state_dir == Path("/var/lib/certbot-dane")
+    assert cfg.deploy_dir == Path("/etc/certbot-dane/live")
+    assert cfg.dns.server == Endpoint("ns.example.org", 53)
+    assert cfg.dns.nameservers == () and cfg.dns.timeout == 10
+    assert cfg.lineages["a.example.org"].params == (TlsaParams(3, 0, 1),)
+
+
+def test_inline_key_defaults_to_hmac_sha256(tmp_path):
+    cfg = config.load(write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_name = "k"\nkey_secret = "{SECRET}"\n'))
+    assert (cfg.dns.key.name, cfg.dns.key.algorithm) == ("k.", "hmac-sha256")
+
+
+def test_environment_variable_names_the_default_file(tmp_path, key_file, monkeypatch):
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n')
+    monkeypatch.setenv(config.ENV_VAR, str(path))
+    assert config.load().path == path
+
+
+@pytest.mark.parametrize("body, problems", [
+    ('[dns]\nserver = "127.0.0.1"\nkey_fiel = "/x"\n', ["dns.key_fiel: unknown key (did you mean dns.key_file?)",
+                                                        "dns.key_file: missing"]),
+    ('stat_dir = "/x"\n[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n', ["did you mean state_dir?"]),
+    ('[dns]\nkey_file = "KEY"\n', ["dns.server: missing"]),
+    ('[dns]\nserver = "127.0.0.1"\nport = 70000\nkey_file = "KEY"\n', ["dns.port: must be a number from 1 to 65535"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\nkey_algorithm = "hmac-sha3"\n', ["unknown TSIG algorithm"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_name = "k"\nkey_secret = "%%%"\n', ["not valid base64"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "/nonexistent/tsig.key"\n', ["cannot read /nonexistent/tsig.key"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\nnameservers = ["1.2.3.4:0"]\n', ["bad port"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n[lineage."a/../b"]\ntlsa = []\n', ["no '/', no '..'"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n[lineage."mx"]\ntlsa = ["mx.example.org", "_99999._tcp.x.org"]\n',
+     ["'mx.example.org' is not a TLSA name", "'_99999._tcp.x.org' is not a TLSA name"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nparams = ["3 0 3"]\n',
+     ["matching type must be 1"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\ntls_ttl = 5\n',
+     ["did you mean lineage.\"mx\".tlsa_ttl?"]),
+    ('state_dir = "relative"\n', ["state_dir: must be an absolute path", "[dns]: missing table"]),
+])
+def test_every_problem_is_named_in_one_error(tmp_path, key_file, body, problems):
+    path = write(tmp_path, body.replace("KEY", str(key_file)))
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: ")
+    for problem in problems:
+        assert problem in message
+    assert SECRET not in message
+
+
+def test_malformed_toml_names_file_and_line(tmp_path):
+    path = write(tmp_path, '[dns\nserver = 1\n')
+    with pytest.raises(ConfigError, match=r"certbot-dane.toml: not valid TOML: .*line 1"):
+        config.load(path)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.toml: cannot read configuration: No such file"):
+        config.load(tmp_path / "nope.toml")
+
+
+def test_world_readable_key_file_is_refused_with_the_fix(tmp_path, key_file):
+    key_file.chmod(0o644)
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n')
+    with pytest.raises(ConfigError, match=f"readable by every user; run: chmod 600 {key_file}"):
+        config.load(path)
+
+
+def test_group_readable_key_file_is_accepted(tmp_path, key_file):
+    key_file.chmod(0o640)
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n')
+    assert config.load(path).dns.key.name == "certbot-dane."
+
+
+def test_world_readable_config_holding_a_secret_is_refused(tmp_path):
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_name = "k"\nkey_secret = "{SECRET}"\n', 0o644)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert f"chmod 600 {path}" in str(info.value) and SECRET not in str(info.value)
+
+
+def test_world_readable_config_without_secret_is_fine(tmp_path, key_file):
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n', 0o644)
+    assert config.load(path).path == path
+    assert os.stat(path).st_mode & 0o004

@@ -1,0 +1,159 @@
+"""Rollover decisions: pure, table-driven, no servers (ROLLOVER.md steps and invariants I1-I4)."""
+
+from __future__ import annotations
+
+import pytest
+
+from certbot_dane import rollover
+from certbot_dane.config import Endpoint
+from certbot_dane.records import Answer
+from certbot_dane.rollover import LineageState, Published, Staged, UnsafePlan, Version
+
+N1, N2 = "_25._tcp.mx.example.org.", "_465._tcp.mx.example.org."
+NAMES = (N1, N2)
+OLD, NEW, NEWER = (Version(fp, (f"3 0 1 {fp * 4}",)) for fp in ("aa", "bb", "cc"))
+FOREIGN = "2 1 1 " + "ee" * 32
+A, B = Endpoint("127.0.0.1", 53), Endpoint("127.0.0.2", 53)
+
+
+def answer(*values: str, ttl: int = 60) -> Answer:
+    return Answer("NOERROR", frozenset(values), ttl if values else None)
+
+
+def ours(version: Version, at: float = 0.0) -> tuple[Published, ...]:
+    return tuple(Published(n, v, at) for n in NAMES for v in version.records)
+
+
+def staged_state(served_at: float | None = None) -> LineageState:
+    return LineageState("mx", deployed=OLD, staged=Staged(NEW.fingerprint, NEW.records, 100.0, served_at, 60),
+                        published=ours(OLD) + ours(NEW))
+
+
+# -- stage -----------------------------------------------------------------------------------
+def test_bootstrap_when_never_deployed_and_no_rrset_exists():
+    st = rollover.stage(LineageState("mx"), NEW, {N1: answer(), N2: answer()}, 100.0)
+    assert st.staged and st.staged.no_wait == rollover.BOOTSTRAP
+
+
+def test_no_bootstrap_when_any_name_has_tlsa_records():
+    st = rollover.stage(LineageState("mx"), NEW, {N1: answer(FOREIGN), N2: answer()}, 100.0)
+    assert st.staged and st.staged.no_wait is None and st.staged.old_ttl == 60
+
+
+def test_renewal_is_staged_with_the_old_ttl_and_no_clock_yet():
+    st = rollover.stage(LineageState("mx", deployed=OLD), NEW, {N1: answer(*OLD.records, ttl=300),
+                                                                N2: answer(*OLD.records)}, 100.0)
+    assert st.deployed == OLD
+    assert st.staged == Staged(NEW.fingerprint, NEW.records, 100.0, None, 300, None)
+
+
+def test_same_certificate_again_changes_nothing():
+    st = LineageState("mx", deployed=OLD)
+    assert rollover.stage(st, OLD, {N1: answer(*OLD.records)}, 5.0) is st
+    st2 = staged_state()
+    assert rollover.stage(st2, NEW, {N1: answer(*OLD.records)}, 5.0) is st2
+
+
+def test_renewed_again_before_deploy_replaces_staged_and_restarts_the_clock():
+    st = rollover.stage(staged_state(served_at=150.0), NEWER, {N1: answer(*OLD.records, *NEW.records)}, 400.0)
+    assert st.staged and st.staged.fingerprint == NEWER.fingerprint and st.staged.served_at is None
+    assert {r.value for r in rollover.retire_plan(st, NAMES).remove} == set(NEW.records)
+
+
+def test_reused_key_with_selector_1_needs_no_wait():
+    spki = Version("aa", ("3 1 1 " + "11" * 32,))
+    st = rollover.stage(LineageState("mx", deployed=spki), Version("bb", spki.records), {N1: answer(*spki.records)}, 1.0)
+    assert st.staged and st.staged.no_wait and "same key" in st.staged.no_wait
+
+
+# -- publish ---------------------------------------------------------------------------------
+def test_publish_adds_only_missing_records_with_the_rrset_ttl():
+    st = staged_state()
+    plan = rollover.publish_plan(st, NAMES, {N1: answer(*OLD.records, FOREIGN, ttl=300), N2: answer()},
+                                 {N1: 3600, N2: 3600})
+    assert sorted((r.name, r.value, r.ttl) for r in plan.add) == sorted([
+        (N1, NEW.records[0], 300), (N2, OLD.records[0], 3600), (N2, NEW.records[0], 3600)])
+
+
+# -- gate ------------------------------------------------------------------------------------
+def observed(*, a: tuple[str, ...], b: tuple[str, ...] | str, ttl: int = 60):
+    def one(values):
+        return values if isinstance(values, str) else answer(*values, ttl=ttl)
+    return {n: {A: one(a), B: one(b)} for n in NAMES}
+
+
+def test_gate_waits_for_a_lagging_server_and_names_it():
+    g = rollover.gate(staged_state(), observed(a=OLD.records + NEW.records, b=OLD.records), 200.0)
+    assert not g.ready and g.served_at is None
+    assert any("127.0.0.2:53" in lag for lag in g.lagging)
+
+
+def test_gate_treats_an_unreachable_server_as_lagging():
+    g = rollover.gate(staged_state(), observed(a=NEW.records, b="no answer: timeout"), 200.0)
+    assert not g.ready and "timeout" in " ".join(g.lagging)
+
+
+@pytest.mark.parametrize("served_at, now, ttl, ready", [
+    (None, 200.0, 60, False),     # clock starts now
+    (200.0, 319.0, 60, False),    # 2 x 60 not yet passed
+    (200.0, 320.0, 60, True),     # exactly 2 x TTL
+    (200.0, 320.0, 90, False),    # a longer new TTL counts
+])
+def test_gate_opens_two_ttls_after_every_server_serves(served_at, now, ttl, ready):
+    g = rollover.gate(staged_state(served_at), observed(a=OLD.records + NEW.records, b=NEW.records, ttl=ttl), now)
+    assert g.ready is ready
+    assert g.served_at == (served_at if served_at is not None else now)
+    assert g.safe_at == g.served_at + 2 * ttl
+
+
+def test_gate_uses_the_old_ttl_when_it_was_longer():
+    st = staged_state(200.0)
+    st = st.__class__(**{**st.__dict__, "staged": Staged(NEW.fingerprint, NEW.records, 100.0, 200.0, 600)})
+    g = rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 400.0)
+    assert not g.ready and g.safe_at == 1400.0
+
+
+def test_lagging_again_resets_the_clock():
+    st = rollover.with_gate(staged_state(200.0), rollover.gate(staged_state(200.0), observed(a=NEW.records,
+                                                                                            b=OLD.records), 250.0))
+    assert st.staged and st.staged.served_at is None
+
+
+# -- swap, verify, retire --------------------------------------------------------------------
+def test_nothing_is_retired_until_the_swap_is_verified():
+    st = rollover.swapped(staged_state(200.0))
+    assert st.deployed == Version(NEW.fingerprint, NEW.records) and st.previous == OLD and st.unverified
+    assert rollover.retire_plan(st, NAMES).remove == ()
+    done = rollover.verified(st)
+    assert {(r.name, r.value) for r in rollover.retire_plan(done, NAMES).remove} == {(n, OLD.records[0])
+                                                                                     for n in NAMES}
+
+
+def test_retire_never_touches_foreign_records_or_other_names():
+    st = LineageState("mx", deployed=NEW, published=ours(NEW) + (Published("_993._tcp.x.", OLD.records[0], 0),))
+    assert rollover.retire_plan(st, NAMES).remove == ()
+
+
+def test_a_plan_removing_the_live_record_or_a_foreign_one_is_refused():
+    st = LineageState("mx", deployed=NEW, published=ours(NEW))
+    live = rollover.Plan(remove=(rollover.Record(N1, "TLSA", NEW.records[0]),))
+    foreign = rollover.Plan(remove=(rollover.Record(N1, "TLSA", FOREIGN),))
+    with pytest.raises(UnsafePlan, match="deployed certificate"):
+        live.check(st)
+    with pytest.raises(UnsafePlan, match="did not publish"):
+        foreign.check(st)
+
+
+def test_reconcile_after_a_crash_between_swap_and_state_write():
+    st = staged_state(200.0)
+    assert rollover.reconcile(st, NEW.fingerprint) == rollover.swapped(st)
+    assert rollover.reconcile(st, OLD.fingerprint) is st
+
+
+def test_record_published_then_retired_round_trip():
+    st = LineageState("mx", deployed=OLD)
+    recs = (rollover.Record(N1, "TLSA", NEW.records[0]),)
+    st2 = rollover.record_published(st, recs, 7.0)
+    assert st2.published == (Published(N1, NEW.records[0], 7.0),)
+    assert rollover.record_published(st2, recs, 9.0) == st2
+    assert rollover.record_retired(st2, recs).published == ()

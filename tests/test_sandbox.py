@@ -1,0 +1,204 @@
+"""The test bed itself: real named (signed zones, TSIG policy, lagging secondary) and Pebble."""
+
+from __future__ import annotations
+
+import json
+import re
+import stat
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import dns.exception
+import dns.query
+import dns.rcode
+import dns.update
+import pytest
+from cryptography import x509
+
+from sandbox.servers import Sandbox, TsigKey, https_get
+
+pytestmark = pytest.mark.realservers
+
+MakeSandbox = Callable[..., Sandbox]
+
+
+def send_update(sandbox: Sandbox, zone: str, name: str, rdtype: str, value: str, key: TsigKey) -> str:
+    """Add one record through a TSIG-signed UPDATE to the primary; return the rcode text."""
+    update = dns.update.UpdateMessage(zone, keyring=key.as_dnspython())
+    update.add(f"{name}.", 60, rdtype, value)
+    response = dns.query.tcp(update, sandbox.primary.address, port=sandbox.port, timeout=5)
+    return dns.rcode.to_text(response.rcode())
+
+
+@pytest.mark.parametrize("zone", ["example.org", "example.net", "locked.example"])
+def test_signed_zone_publishes_dnskey_and_signs_its_soa(sandbox: Sandbox, zone: str) -> None:
+    assert sandbox.primary.query(zone, "DNSKEY")
+    assert sandbox.primary.rrsigs(zone, "SOA")
+
+
+def test_unsigned_zone_has_no_dnskey_nor_signatures(sandbox: Sandbox) -> None:
+    assert sandbox.primary.query("unsigned.example", "SOA")
+    assert sandbox.primary.query("unsigned.example", "DNSKEY") == []
+    assert sandbox.primary.rrsigs("unsigned.example", "SOA") == []
+
+
+def test_ns_discovery_finds_only_the_primary_on_loopback(sandbox: Sandbox) -> None:
+    assert sandbox.primary.query("example.org", "NS") == ["ns1.example.org."]
+    assert sandbox.primary.query("ns1.example.org", "A") == ["127.0.0.1"]
+    assert sandbox.primary.query("mx.example.org", "A") == ["127.0.0.1"]
+
+
+def test_secondary_serves_the_signed_zone(sandbox: Sandbox) -> None:
+    assert sandbox.secondary is not None
+    assert sandbox.secondary.address == "127.0.0.2"
+    assert sandbox.secondary.port == sandbox.primary.port == sandbox.port
+    assert sandbox.secondary.rrsigs("example.org", "SOA")
+
+
+def test_tsig_update_of_txt_is_accepted_and_served_by_primary(sandbox: Sandbox) -> None:
+    name = "_acme-challenge.x.example.org"
+    assert send_update(sandbox, "example.org", name, "TXT", "token-x", sandbox.key) == "NOERROR"
+    records = sandbox.primary.wait_for(name, "TXT", lambda found: '"token-x"' in found)
+    assert records == ['"token-x"']
+    sandbox.primary.wait_for(name, "TXT", lambda _: bool(sandbox.primary.rrsigs(name, "TXT")))
+
+
+def test_tsig_update_of_a_record_is_refused(sandbox: Sandbox) -> None:
+    name = "refused-a.example.org"
+    assert send_update(sandbox, "example.org", name, "A", "127.0.0.9", sandbox.key) == "REFUSED"
+    assert sandbox.primary.query(name, "A") == []
+
+
+def test_intruder_key_is_known_but_refused(sandbox: Sandbox) -> None:
+    name = "_acme-challenge.intruder.example.org"
+    assert send_update(sandbox, "example.org", name, "TXT", "nope", sandbox.intruder_key) == "REFUSED"
+    assert sandbox.primary.query(name, "TXT") == []
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("_acme-challenge.ok.locked.example", "NOERROR"), ("_acme-challenge.no.locked.example", "REFUSED")],
+)
+def test_locked_zone_grants_only_its_one_name(sandbox: Sandbox, name: str, expected: str) -> None:
+    assert send_update(sandbox, "locked.example", name, "TXT", "locked", sandbox.key) == expected
+
+
+def test_secondary_lags_until_retransfer(sandbox: Sandbox) -> None:
+    assert sandbox.secondary is not None
+    name = "_acme-challenge.lag.example.org"
+    assert send_update(sandbox, "example.org", name, "TXT", "lagging", sandbox.key) == "NOERROR"
+    sandbox.primary.wait_for(name, "TXT", lambda found: found == ['"lagging"'])
+    assert sandbox.secondary.query(name, "TXT") == []
+    assert sandbox.secondary.soa_serial("example.org") != sandbox.primary.soa_serial("example.org")
+
+    sandbox.secondary.retransfer("example.org")
+
+    assert sandbox.secondary.query(name, "TXT") == ['"lagging"']
+    assert sandbox.secondary.rrsigs(name, "TXT")
+
+
+def test_wait_for_timeout_names_server_and_last_answer(sandbox: Sandbox) -> None:
+    with pytest.raises(TimeoutError, match=r"primary 127\.0\.0\.1:\d+: never\.example\.org TXT .*\[\]"):
+        sandbox.primary.wait_for("never.example.org", "TXT", bool, timeout=0.2)
+
+
+def test_pebble_directory_answers(sandbox: Sandbox) -> None:
+    assert sandbox.pebble is not None
+    directory = json.loads(https_get(sandbox.pebble.directory_url))
+    assert {"newNonce", "newAccount", "newOrder"} <= directory.keys()
+    assert "BEGIN CERTIFICATE" in sandbox.pebble.root_pem()
+
+
+def test_key_file_is_as_tsig_keygen_writes_it_and_private(sandbox: Sandbox) -> None:
+    for key in (sandbox.key, sandbox.intruder_key):
+        text = key.path.read_text(encoding="utf-8")
+        assert text == f'key "{key.name}" {{\n\talgorithm hmac-sha256;\n\tsecret "{key.secret}";\n}};\n'
+        assert stat.S_IMODE(key.path.stat().st_mode) == 0o600
+    assert (sandbox.key.name, sandbox.intruder_key.name) == ("certbot-dane.", "intruder.")
+
+
+def test_write_config_points_at_the_sandbox(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = sandbox.write_config(
+        tmp_path / "certbot-dane.toml",
+        lineages={"mx.example.org": ["_25._tcp.mx.example.org"]},
+        nameservers=sandbox.nameservers,
+        timeout=7,
+    )
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert tomllib.loads(path.read_text(encoding="utf-8")) == {
+        "state_dir": str(sandbox.base / "state"),
+        "deploy_dir": str(sandbox.base / "live"),
+        "dns": {
+            "server": "127.0.0.1",
+            "port": sandbox.port,
+            "key_file": str(sandbox.key.path),
+            "timeout": 7,
+            "nameservers": [f"127.0.0.1:{sandbox.port}", f"127.0.0.2:{sandbox.port}"],
+        },
+        "lineage": {"mx.example.org": {"tlsa": ["_25._tcp.mx.example.org"]}},
+    }
+
+
+def test_stopped_primary_refuses_connections_and_keeps_updates_across_restart(
+    make_sandbox: MakeSandbox,
+) -> None:
+    box = make_sandbox(pebble=False)
+    name = "_acme-challenge.restart.example.org"
+    assert send_update(box, "example.org", name, "TXT", "kept", box.key) == "NOERROR"
+    box.primary.wait_for(name, "TXT", lambda found: found == ['"kept"'])
+
+    box.primary.stop()
+    box.primary.stop()
+    with pytest.raises((OSError, dns.exception.DNSException)):
+        box.primary.query("example.org", "SOA")
+
+    box.primary.start()
+    assert box.primary.query(name, "TXT") == ['"kept"']
+
+
+AUTH_HOOK = """\
+import os, time
+import dns.message, dns.query, dns.rcode, dns.tsig, dns.update
+name = "_acme-challenge." + os.environ["CERTBOT_DOMAIN"] + "."
+key = dns.tsig.Key(os.environ["HOOK_KEY_NAME"], os.environ["HOOK_KEY_SECRET"], "hmac-sha256")
+update = dns.update.UpdateMessage("example.org", keyring=key)
+update.add(name, 60, "TXT", os.environ["CERTBOT_VALIDATION"])
+port = int(os.environ["HOOK_PORT"])
+response = dns.query.tcp(update, "127.0.0.1", port=port, timeout=5)
+assert response.rcode() == dns.rcode.NOERROR, dns.rcode.to_text(response.rcode())
+deadline = time.monotonic() + 10
+while time.monotonic() < deadline:  # inline signing publishes the change a moment later
+    answer = dns.query.tcp(dns.message.make_query(name, "TXT"), "127.0.0.1", port=port, timeout=5)
+    if answer.answer:
+        break
+    time.sleep(0.05)
+"""
+
+
+def test_certbot_gets_a_certificate_from_pebble_via_dns01(sandbox: Sandbox, tmp_path: Path) -> None:
+    hook = tmp_path / "auth_hook.py"
+    hook.write_text(AUTH_HOOK, encoding="utf-8")
+    result = sandbox.certbot(
+        "certonly",
+        "--manual",
+        "--preferred-challenges",
+        "dns",
+        "--manual-auth-hook",
+        f"{sys.executable} {hook}",
+        "-d",
+        "hook.example.org",
+        "--cert-name",
+        "hook-test",
+        env={"HOOK_KEY_NAME": sandbox.key.name, "HOOK_KEY_SECRET": sandbox.key.secret, "HOOK_PORT": str(sandbox.port)},
+    )
+    assert result.returncode == 0, result.stderr
+    pem = (sandbox.base / "certbot/config/live/hook-test/cert.pem").read_bytes()
+    names = (
+        x509.load_pem_x509_certificate(pem)
+        .extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        .value.get_values_for_type(x509.DNSName)
+    )
+    assert names == ["hook.example.org"]
+    assert re.search(r"Successfully received certificate", result.stdout + result.stderr)
