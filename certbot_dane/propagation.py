@@ -61,7 +61,8 @@ def wait_until_served(
                 break
             if clock() >= deadline:
                 raise PropagationTimeout(_timeout_message(timeout, lagging))
-            logger.debug("waiting for %d server/name pairs, next check in %.2fs", len(wanted), delay)
+            logger.debug("still waiting for %s; next check in %.2fs",
+                         "; ".join(f"{s} ({n} {t}: {seen})" for (s, n, t), seen in lagging.items()), delay)
             pause(min(delay, max(0.0, deadline - clock())))
             delay = min(delay * 1.5, MAX_PAUSE)
 

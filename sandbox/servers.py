@@ -765,10 +765,8 @@ class Sandbox:
         """Stop everything."""
         self.stop()
 
-    def certbot(
-        self, *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 300
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the real certbot against this sandbox's Pebble with its dirs under base/certbot.
+    def certbot_command(self, *args: str) -> list[str]:
+        """The real certbot's argv against this sandbox's Pebble, dirs under base/certbot.
 
         `--no-random-sleep-on-renew` is always passed: with no terminal on stdin, `certbot renew`
         would otherwise sleep up to 8 minutes before renewing.
@@ -776,7 +774,7 @@ class Sandbox:
         if self.pebble is None:
             raise SandboxError("this sandbox has no Pebble")
         home = self.base / "certbot"
-        command = [
+        return [
             _certbot_executable(),
             *args,
             "--server",
@@ -793,11 +791,19 @@ class Sandbox:
             "--agree-tos",
             "--non-interactive",
         ]
+
+    def certbot_env(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The environment for certbot: ours, no proxy for loopback, plus `env`."""
         no_proxy = "127.0.0.1,localhost"
-        environment = {**os.environ, "NO_PROXY": no_proxy, "no_proxy": no_proxy, **(env or {})}
+        return {**os.environ, "NO_PROXY": no_proxy, "no_proxy": no_proxy, **(env or {})}
+
+    def certbot(
+        self, *args: str, env: dict[str, str] | None = None, check: bool = False, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real certbot (see certbot_command) and capture its output."""
         return subprocess.run(
-            command,
-            env=environment,
+            self.certbot_command(*args),
+            env=self.certbot_env(env),
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
