@@ -237,7 +237,8 @@ class _Parser:
             self.problem("dns.key_file", "missing: a TSIG key file (or key_name + key_secret)")
             return None
         if _world_readable(self.path):
-            self.problem("dns.key_secret", f"{self.path} holds a secret but is readable by every user; run: chmod 600 {self.path}")
+            self.problem("dns.key_secret", f"{self.path} holds a secret but is readable by every user; "
+                                           f"run: chmod 600 {self.path}")
         if not isinstance(name, str) or not name:
             self.problem("dns.key_name", "missing: the TSIG key name, as the server knows it")
             return None
@@ -263,8 +264,11 @@ class _Parser:
         return self.make_key("dns.key_file", key_name, algorithm or file_algorithm, secret)
 
     def make_key(self, label: str, name: str, algorithm: Any, secret: Any) -> TsigKey | None:
-        if not isinstance(algorithm, str) or (bad := check_algorithm(algorithm)):
-            self.problem("dns.key_algorithm", bad if isinstance(algorithm, str) else "must be a string")
+        if not isinstance(algorithm, str):
+            self.problem("dns.key_algorithm", "must be a string")
+            return None
+        if bad := check_algorithm(algorithm):
+            self.problem("dns.key_algorithm", bad)
             return None
         if not isinstance(secret, str):
             self.problem(label, "the secret must be a string")

@@ -13,7 +13,8 @@ from certbot_dane import certificate, certstore, rollover, services, state, veri
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
-from certbot_dane.errors import CertError, DaneError, VerifyFailed
+from certbot_dane.errors import CertError, DaneError, DnsError, VerifyFailed
+from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState, Plan
 from certbot_dane.tlsa import served_leaf_matches
 
@@ -95,7 +96,8 @@ class Rollout:
     def go_live(self, lineage: LineageSettings, st: LineageState) -> LineageState:
         """Swap the staged version in atomically; the state is written right after the rename."""
         assert st.staged is not None
-        self.say(lineage.name, f"deploy certificate {st.staged.fingerprint[:16]} to {self.store.live_dir(lineage.name)}")
+        target = self.store.live_dir(lineage.name)
+        self.say(lineage.name, f"deploy certificate {st.staged.fingerprint[:16]} to {target}")
         if self.dry_run:
             return rollover.swapped(st)
         certs = self.store.read_staged(lineage.name, st.staged.fingerprint)
@@ -154,7 +156,12 @@ def stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet
     new = rollover.Version(cert_info.fingerprint,
                            tuple(r.to_text() for r in certificate.tlsa_records(certs, lineage.params)))
     st = current(rollout, lineage)
-    staged = rollover.stage(st, new, zone.on_primary(rollout.client, lineage.tlsa), now)
+    try:
+        on_primary: dict[str, Answer] | None = zone.on_primary(rollout.client, lineage.tlsa)
+        dns_error = None
+    except DnsError as err:  # stage anyway, so that nothing is lost; the next run publishes
+        on_primary, dns_error = None, err
+    staged = rollover.stage(st, new, on_primary, now)
     if staged == st:
         rollout.say(lineage.name, f"certificate {new.fingerprint[:16]} is already deployed or staged")
     else:
@@ -169,6 +176,8 @@ def stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet
         if staged.staged.no_wait:
             rollout.say(lineage.name, f"no wait needed: {staged.staged.no_wait}")
             st = rollout.go_live(lineage, st)
+    if dns_error is not None:
+        raise dns_error
     return finish(rollout, lineage, st)
 
 

@@ -22,7 +22,7 @@ import dns.update
 
 from certbot_dane.config import DnsSettings, Endpoint
 from certbot_dane.errors import DnsError, ServerUnreachable, TsigRejected, UpdateRejected, ZoneNotFound
-from certbot_dane.records import Answer, Record, ZoneUpdate, absolute
+from certbot_dane.records import Answer, ZoneUpdate, absolute
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ class DnsClient:
             raise DnsError(f"{primary} serves no NS RRset for zone {zone}; set [dns] nameservers")
         found: list[Endpoint] = []
         for target in sorted(targets):
-            addresses = set()
+            addresses: set[str] = set()
             for rdtype in ("A", "AAAA"):
                 addresses |= self.query(primary, target, rdtype).values
             if not addresses:
@@ -147,11 +147,13 @@ class DnsClient:
     def update(self, change: ZoneUpdate) -> None:
         """Send one TSIG-signed UPDATE adding and removing the given records in one zone."""
         key = self.settings.key
-        update = dns.update.UpdateMessage(change.zone, keyring=key.keyring(), keyname=key.name)
-        for record in change.remove:
-            update.delete(record.name, dns.rdata.from_text("IN", record.rdtype, record.value))
+        update = dns.update.UpdateMessage(change.zone, keyring=key.keyring(),
+                                           keyname=dns.name.from_text(key.name))
+        for record in change.remove:  # names are absolute, never relative to the zone
+            update.delete(dns.name.from_text(record.name), dns.rdata.from_text("IN", record.rdtype, record.value))
         for record in change.add:
-            update.add(record.name, record.ttl, dns.rdata.from_text("IN", record.rdtype, record.value))
+            update.add(dns.name.from_text(record.name), record.ttl,
+                       dns.rdata.from_text("IN", record.rdtype, record.value))
         what = f"UPDATE of zone {change.zone} (+{len(change.add)} -{len(change.remove)} records)"
         response = self._exchange(self.settings.server, update, what)
         rcode = dns.rcode.to_text(response.rcode())

@@ -8,7 +8,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from certbot_dane import challenge, config, zone, state
+from certbot_dane import certstore, challenge, config, state, zone
+from certbot_dane import deploy as rollout_module
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import DaneError
 from certbot_dane.records import Record

@@ -53,7 +53,7 @@ def wait_until_served(
         while wanted:
             keys = list(wanted)
             results = pool.map(lambda k: _check(ask, k[0], k[1], k[2], frozenset(wanted[k])), keys)
-            lagging = {key: seen for key, seen in zip(keys, results) if seen is not None}
+            lagging = {key: seen for key, seen in zip(keys, results, strict=True) if seen is not None}
             for key in keys:
                 if key not in lagging:
                     del wanted[key]

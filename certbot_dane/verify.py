@@ -12,7 +12,7 @@ TIMEOUT = 15
 _STARTTLS = {"smtp", "submission", "imap", "pop3"}
 
 
-def _line(sock_file: "socket.SocketIO | object", target: VerifyTarget) -> str:
+def _line(sock_file: socket.SocketIO | object, target: VerifyTarget) -> str:
     data = sock_file.readline()  # type: ignore[attr-defined]
     if not data:
         raise VerifyFailed(f"{target}: connection closed before STARTTLS")

@@ -820,15 +820,21 @@ class Sandbox:
         timeout: float = 10,
         extra: str = "",
         dns_extra: str = "",
+        state_dir: Path | None = None,
+        deploy_dir: Path | None = None,
+        lineage_extra: str = "",
     ) -> Path:
         """Write a certbot-dane TOML config for this sandbox (mode 0600) and return its path.
 
         `extra` goes after the top-level keys, before `[dns]` (top-level keys or whole tables);
-        `dns_extra` goes inside `[dns]`.
+        `dns_extra` goes inside `[dns]`; `lineage_extra` inside every `[lineage."..."]` table.
+        `state_dir`/`deploy_dir` default to base/state and base/live; `letsencrypt_dir` is
+        certbot's config dir of this sandbox.
         """
         lines = [
-            f"state_dir = {_toml_string(self.base / 'state')}",
-            f"deploy_dir = {_toml_string(self.base / 'live')}",
+            f"state_dir = {_toml_string(state_dir or self.base / 'state')}",
+            f"deploy_dir = {_toml_string(deploy_dir or self.base / 'live')}",
+            f"letsencrypt_dir = {_toml_string(self.base / 'certbot' / 'config')}",
             *([extra.strip()] if extra.strip() else []),
             "",
             "[dns]",
@@ -843,4 +849,6 @@ class Sandbox:
             lines.append(dns_extra.strip())
         for domain, tlsa_names in (lineages or {}).items():
             lines += ["", f"[lineage.{_toml_string(domain)}]", f"tlsa = {_toml_strings(tlsa_names)}"]
+            if lineage_extra.strip():
+                lines.append(lineage_extra.strip())
         return _write_private(Path(path), "\n".join(lines) + "\n")

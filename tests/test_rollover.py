@@ -62,7 +62,8 @@ def test_renewed_again_before_deploy_replaces_staged_and_restarts_the_clock():
 
 def test_reused_key_with_selector_1_needs_no_wait():
     spki = Version("aa", ("3 1 1 " + "11" * 32,))
-    st = rollover.stage(LineageState("mx", deployed=spki), Version("bb", spki.records), {N1: answer(*spki.records)}, 1.0)
+    st = rollover.stage(LineageState("mx", deployed=spki), Version("bb", spki.records),
+                        {N1: answer(*spki.records)}, 1.0)
     assert st.staged and st.staged.no_wait and "same key" in st.staged.no_wait
 
 
@@ -157,3 +158,8 @@ def test_record_published_then_retired_round_trip():
     assert st2.published == (Published(N1, NEW.records[0], 7.0),)
     assert rollover.record_published(st2, recs, 9.0) == st2
     assert rollover.record_retired(st2, recs).published == ()
+
+
+def test_no_bootstrap_when_dns_could_not_be_asked():
+    st = rollover.stage(LineageState("mx"), NEW, None, 100.0)
+    assert st.staged and st.staged.no_wait is None and st.deployed is None

@@ -17,6 +17,7 @@ import dns.update
 import pytest
 from cryptography import x509
 
+import certbot_dane.config
 from sandbox.servers import Sandbox, TsigKey, https_get
 
 pytestmark = pytest.mark.realservers
@@ -130,6 +131,7 @@ def test_write_config_points_at_the_sandbox(sandbox: Sandbox, tmp_path: Path) ->
     assert tomllib.loads(path.read_text(encoding="utf-8")) == {
         "state_dir": str(sandbox.base / "state"),
         "deploy_dir": str(sandbox.base / "live"),
+        "letsencrypt_dir": str(sandbox.base / "certbot" / "config"),
         "dns": {
             "server": "127.0.0.1",
             "port": sandbox.port,
@@ -139,6 +141,7 @@ def test_write_config_points_at_the_sandbox(sandbox: Sandbox, tmp_path: Path) ->
         },
         "lineage": {"mx.example.org": {"tlsa": ["_25._tcp.mx.example.org"]}},
     }
+    assert certbot_dane.config.load(path).dns.key.name == sandbox.key.name
 
 
 def test_stopped_primary_refuses_connections_and_keeps_updates_across_restart(
