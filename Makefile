@@ -14,7 +14,7 @@ test: setup
 	$(PY) -m ruff check certbot_dane tests sandbox bench
 
 bench: setup
-	$(PY) bench/issue_speed.py
+	$(PY) bench/certonly_speed.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache

@@ -25,7 +25,7 @@ _DNS_KEYS = {
     "server", "port", "key_file", "key_name", "key_secret", "key_algorithm",
     "nameservers", "timeout", "propagation_timeout",
 }
-_LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "key_group"}
+_LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "verify_address", "key_group"}
 _VERIFY_SCHEMES = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993,
                    "pop3": 110, "pop3s": 995, "https": 443}
 _TLSA_NAME_RE = re.compile(r"^_(\d{1,5})\._(tcp|udp|sctp)\.(?=.*[a-z0-9])[a-z0-9_.-]+\.?$", re.I)
@@ -77,6 +77,7 @@ class LineageSettings:
     reload: tuple[str, ...] = ()
     verify: tuple[VerifyTarget, ...] = ()
     key_group: int | None = None  # gid that may read the deployed private key (mode 0640)
+    verify_address: str | None = None  # connect here instead of resolving each verify host
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -307,8 +308,15 @@ class _Parser:
         reload = tuple(self.string_list(table, "reload", f"{label}.reload"))
         verify = tuple(v for v in (self.verify_target(label, t) for t in
                                    self.string_list(table, "verify", f"{label}.verify")) if v)
+        address = table.get("verify_address")
+        if address is not None:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                self.problem(f"{label}.verify_address", f"{address!r} is not an IP address")
+                address = None
         return LineageSettings(name, canonical, tuple(params), ttl, reload, verify,
-                               self.group(label, table.get("key_group")))
+                               self.group(label, table.get("key_group")), address)
 
     def verify_target(self, label: str, text: str) -> VerifyTarget | None:
         scheme, sep, rest = text.partition("://")

@@ -112,7 +112,7 @@ class Rollout:
         """Reload the services, check each verify endpoint, then mark the deploy verified."""
         if self.dry_run:
             self.say(lineage.name, f"reload with {list(lineage.reload)} and verify {[str(v) for v in lineage.verify]}")
-            return st
+            return rollover.verified(st)  # show the rest of the plan as if they succeeded
         try:
             services.reload(lineage.name, lineage.reload)
             fault_point("after-reload")
@@ -127,16 +127,23 @@ class Rollout:
         return self.save(rollover.verified(st))
 
     def _verify(self, lineage: LineageSettings, st: LineageState) -> None:
+        """Each endpoint must serve the deployed certificate, matching its published TLSA records."""
         assert st.deployed is not None
         for target in lineage.verify:
-            name = f"_{target.port}._tcp.{target.host}."
-            der = verify.served_certificate(target)
-            values = zone.on_primary(self.client, [name])[name].values
-            served_fp = certificate.fingerprint_der(der)
-            if not (served_leaf_matches(der, values) or (served_fp == st.deployed.fingerprint and values
-                                                          & set(st.deployed.records))):
-                raise VerifyFailed(f"{target} serves certificate {served_fp[:16]}, which matches no TLSA record "
-                                   f"published at {name}: old records kept; senders validating DANE will fail")
+            name = f"_{target.port}._tcp.{target.host.lower()}."
+            der = verify.served_certificate(target, lineage.verify_address)
+            published = zone.on_primary(self.client, [name])[name].values | {
+                p.value for p in st.published if p.name == name}
+            live = set(st.deployed.records) & published
+            if not live:
+                raise VerifyFailed(f"{target}: no TLSA record of the deployed certificate is published at {name}; "
+                                   "is this name in the lineage's tlsa list?")
+            served = certificate.fingerprint_der(der)
+            if not (served_leaf_matches(der, live) or served == st.deployed.fingerprint):
+                raise VerifyFailed(f"{target} serves certificate {served[:16]}, not the deployed "
+                                   f"{st.deployed.fingerprint[:16]} (was the service reloaded?); old TLSA records "
+                                   "kept: DANE senders still accept the old certificate")
+            self.say(lineage.name, f"verified {target}: serves the deployed certificate")
 
 
 def stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet) -> LineageState:
@@ -211,7 +218,7 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
     Each lineage is handled on its own; returns one error line per lineage that failed.
     """
     failures = []
-    with state.locked(rollout.config.state_dir):
+    with state.locked(rollout.config.state_dir, wait=False):
         for name in names or sorted(rollout.config.lineages):
             try:
                 deploy_lineage(rollout, rollout.config.lineages[name], force)
@@ -220,20 +227,34 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
     return failures
 
 
+def _newer_than_known(rollout: Rollout, lineage: str, found: certificate.CertSet, st: LineageState) -> bool:
+    """Whether certbot's current certificate is newer than the deployed and the staged one."""
+    candidate = certificate.info(found.cert)
+    known = [v.fingerprint for v in (st.deployed, st.staged) if v is not None]
+    if candidate.fingerprint in known:
+        return False
+    copies = [rollout.store.read_staged(lineage, st.staged.fingerprint)] if st.staged else []
+    deployed = certstore.read_dir(rollout.store.live_dir(lineage))
+    copies += [deployed] if deployed else []
+    return all(certificate.info(c.cert).not_before < candidate.not_before for c in copies)
+
+
 def deploy_lineage(rollout: Rollout, lineage: LineageSettings, force: bool = False) -> LineageState:
     """Steps 3-6 for one lineage: converge DNS, and deploy the staged version once its gate opens.
 
-    A configured lineage that certbot-dane has never seen is first staged from certbot's live/
-    directory (so `certbot certonly -i dane` needs no deploy_cert). The caller holds the lock.
+    A certificate in certbot's live/ newer than anything deployed or staged is staged first: a
+    lineage never seen (`certbot certonly -i dane` calls no installer) or a renewal whose hook
+    did not run or was killed. The caller holds the lock.
     """
     st = current(rollout, lineage)
-    if st.deployed is None and st.staged is None:
-        live = rollout.config.letsencrypt_dir / "live" / lineage.name
-        found = certstore.read_dir(live)
-        if found is None:
-            rollout.say(lineage.name, f"nothing deployed or staged, and no certificate in {live} yet")
-            return st
+    live = rollout.config.letsencrypt_dir / "live" / lineage.name
+    found = certstore.read_dir(live)
+    if found is not None and _newer_than_known(rollout, lineage.name, found, st):
+        rollout.say(lineage.name, f"{live} holds a newer certificate than certbot-dane knows; staging it")
         st = stage(rollout, lineage, found)
+    elif st.deployed is None and st.staged is None:
+        rollout.say(lineage.name, f"nothing deployed or staged, and no certificate in {live} yet")
+        return st
     st = rollout.publish(lineage, st)
     if st.staged is not None:
         observed = zone.observe(rollout.client, lineage.tlsa)

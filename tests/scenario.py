@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import subprocess
@@ -9,6 +10,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from certbot_dane.config import load
 from certbot_dane.dnsclient import DnsClient
@@ -26,7 +32,10 @@ class Scenario:
     def __init__(self, box: Sandbox, tmp: Path, name: str, tlsa: list[str], *, way: str = "installer",
                  params: tuple[str, ...] = ("3 0 1",), ttl: int = 2, reload: list[str] | None = None,
                  verify: list[str] | None = None, nameservers: list[str] | None = None,
-                 dns_extra: str = "") -> None:
+                 dns_extra: str = "", deploy_nameservers: list[str] | None = None,
+                 lineage_more: str = "") -> None:
+        """`deploy_nameservers`: servers `certbot-dane deploy` waits for (a second config file), when
+        certbot itself must not wait for them (a secondary that lags on purpose)."""
         self.box, self.tmp, self.name, self.tlsa, self.way = box, tmp, name, tlsa, way
         self.params = tuple(TlsaParams.from_text(p) for p in params)
         self.ran = tmp / "reloads.log"
@@ -36,10 +45,13 @@ class Scenario:
             f"tlsa_ttl = {ttl}",
             f"reload = {json.dumps(reload)}",
             f"verify = {json.dumps(verify or [])}",
+            lineage_more,
         ])
-        self.config = box.write_config(tmp / "certbot-dane.toml", state_dir=tmp / "state", deploy_dir=tmp / "live",
-                                       lineages={name: tlsa}, nameservers=nameservers, lineage_extra=lineage_extra,
-                                       dns_extra=dns_extra)
+        common = dict(state_dir=tmp / "state", deploy_dir=tmp / "live", lineages={name: tlsa},
+                      lineage_extra=lineage_extra, dns_extra=dns_extra)
+        self.config = box.write_config(tmp / "certbot-dane.toml", nameservers=nameservers, **common)
+        self.deploy_config = self.config if deploy_nameservers is None else box.write_config(
+            tmp / "deploy.toml", nameservers=deploy_nameservers, **common)
         self.env = {"CERTBOT_DANE_CONFIG": str(self.config), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
     # -- certbot -------------------------------------------------------------------------
@@ -59,7 +71,7 @@ class Scenario:
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run `certbot-dane -c CONFIG ARGS...` as a separate process."""
-        return subprocess.run([str(BIN / "certbot-dane"), "-c", str(self.config), *args], capture_output=True,
+        return subprocess.run([str(BIN / "certbot-dane"), "-c", str(self.deploy_config), *args], capture_output=True,
                               text=True, env={**os.environ, **self.env, **(env or {})}, timeout=120)
 
     # -- files ---------------------------------------------------------------------------
@@ -113,3 +125,20 @@ class Scenario:
         while not values <= self.tlsa_on(name, server):
             assert time.monotonic() < deadline, f"{server} never served {values} at {name}"
             time.sleep(0.05)
+
+
+def make_self_signed(directory: Path, host: str) -> None:
+    """cert.pem, chain.pem, fullchain.pem, privkey.pem of a throwaway self-signed certificate."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    (directory / "cert.pem").write_bytes(pem)
+    (directory / "chain.pem").write_bytes(b"")
+    (directory / "fullchain.pem").write_bytes(pem)
+    (directory / "privkey.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()))
