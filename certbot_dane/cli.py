@@ -58,9 +58,15 @@ def _deploy(args: argparse.Namespace) -> int:
     failures = rollout.deploy_all(run, [args.lineage] if args.lineage else None, force=args.force_before_gate)
     for line in run.log:
         print(line)
-    for line in failures:
-        print(f"certbot-dane: error: {line}", file=sys.stderr)
+    for name, error in failures.items():
+        print(f"certbot-dane: error: {name}: {error}", file=sys.stderr)
     return 1 if failures else 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from certbot_dane import status  # imported here: its DNSSEC code is not needed by other commands
+
+    return status.main(args)
 
 
 def _install_hook(args: argparse.Namespace) -> int:
@@ -105,6 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="EMERGENCY ONLY (a certificate about to expire): deploy before the TTL gate; "
                           "DANE-validating senders that cached the old records will defer mail")
     dep.set_defaults(func=_deploy)
+
+    sta = sub.add_parser("status", help="per certificate: phase, deployed and staged certificate, the TLSA records "
+                                        "every server serves, DNSSEC, findings; Nagios exit codes (0 OK, "
+                                        "1 WARNING, 2 CRITICAL, 3 UNKNOWN); changes nothing")
+    sta.add_argument("--lineage", metavar="NAME", help="only this lineage")
+    sta.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/status-json.md)")
+    sta.set_defaults(func=_status)
 
     ins = sub.add_parser("install-hook", help="install certbot's deploy hook so renewals are staged")
     ins.add_argument("--hooks-dir", default="/etc/letsencrypt/renewal-hooks/deploy",

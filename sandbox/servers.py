@@ -823,6 +823,7 @@ class Sandbox:
         state_dir: Path | None = None,
         deploy_dir: Path | None = None,
         lineage_extra: str = "",
+        letsencrypt_dir: Path | None = None,
     ) -> Path:
         """Write a certbot-dane TOML config for this sandbox (mode 0600) and return its path.
 
@@ -834,7 +835,7 @@ class Sandbox:
         lines = [
             f"state_dir = {_toml_string(state_dir or self.base / 'state')}",
             f"deploy_dir = {_toml_string(deploy_dir or self.base / 'live')}",
-            f"letsencrypt_dir = {_toml_string(self.base / 'certbot' / 'config')}",
+            f"letsencrypt_dir = {_toml_string(letsencrypt_dir or self.base / 'certbot' / 'config')}",
             *([extra.strip()] if extra.strip() else []),
             "",
             "[dns]",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import subprocess
@@ -10,11 +9,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from certbot_dane.config import load
 from certbot_dane.dnsclient import DnsClient
@@ -126,19 +120,3 @@ class Scenario:
             assert time.monotonic() < deadline, f"{server} never served {values} at {name}"
             time.sleep(0.05)
 
-
-def make_self_signed(directory: Path, host: str) -> None:
-    """cert.pem, chain.pem, fullchain.pem, privkey.pem of a throwaway self-signed certificate."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
-    pem = cert.public_bytes(serialization.Encoding.PEM)
-    (directory / "cert.pem").write_bytes(pem)
-    (directory / "chain.pem").write_bytes(b"")
-    (directory / "fullchain.pem").write_bytes(pem)
-    (directory / "privkey.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                                              serialization.PrivateFormat.PKCS8,
-                                                              serialization.NoEncryption()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
@@ -14,8 +15,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509 import load_pem_x509_certificate
 
 from certbot_dane import state
+from certbot_dane.certstore import CertStore
+from certbot_dane.config import load
+from certbot_dane.deploy import Rollout, deploy_all
+from certbot_dane.dnsclient import DnsClient
+from sandbox.fleet import write_certificate, write_fleet
 from sandbox.tlsendpoint import TlsEndpoint
-from tests.scenario import Scenario, make_self_signed
+from tests.scenario import Scenario
 
 FOREIGN = "2 1 1 " + "cd" * 32
 TTL = 1
@@ -210,8 +216,7 @@ def test_verification_passes_after_a_real_reload_and_fails_when_the_service_kept
         sandbox, tmp_path):
     name = "verify.example.org"
     placeholder = tmp_path / "placeholder"
-    placeholder.mkdir()
-    make_self_signed(placeholder, name)
+    write_certificate(placeholder, name)
     (tmp_path / "live").mkdir()
     (tmp_path / "live" / name).symlink_to(placeholder)  # the service starts before certbot-dane deploys
     with TlsEndpoint.for_lineage("smtp", tmp_path / "live", name) as endpoint:
@@ -245,3 +250,49 @@ def test_verification_passes_after_a_real_reload_and_fails_when_the_service_kept
         assert f"verified smtp://{name}:{endpoint.port}" in done.stdout
         s.box.primary.wait_for(s.tlsa[0], "TLSA", lambda v: len(v) == 1)
         assert s.tlsa_on(s.tlsa[0]) == new
+
+
+class CountingClient(DnsClient):
+    """The real DNS client, counting the UPDATE messages it sends per zone and direction."""
+
+    def __init__(self, settings) -> None:
+        super().__init__(settings)
+        self.updates: list[tuple[str, str]] = []
+
+    def update(self, change) -> None:
+        self.updates += [(change.zone, "add")] * bool(change.add) + [(change.zone, "remove")] * bool(change.remove)
+        super().update(change)
+
+
+def test_a_batch_of_lineages_gets_one_update_per_zone_and_direction(sandbox, tmp_path):
+    hosts = [f"b{i}.example.org" for i in range(6)] + ["b6.example.net", "b7.example.net"]
+    le = tmp_path / "letsencrypt"
+    write_fleet(le, hosts, age=datetime.timedelta(hours=2))
+    config = sandbox.write_config(tmp_path / "fleet.toml", state_dir=tmp_path / "state", deploy_dir=tmp_path / "live",
+                                  letsencrypt_dir=le, lineages={h: [f"_25._tcp.{h}", f"_465._tcp.{h}"] for h in hosts},
+                                  lineage_extra=f"tlsa_ttl = {TTL}")
+    settings = load(config)
+
+    def run() -> CountingClient:
+        client = CountingClient(settings.dns)
+        rollout = Rollout(settings, client, CertStore(settings.state_dir, settings.deploy_dir))
+        assert deploy_all(rollout) == {}
+        return client
+
+    first = run()  # bootstrap: all deployed at once, records published
+    assert sorted(first.updates) == [("example.net.", "add"), ("example.org.", "add")]
+    assert all((tmp_path / "live" / h / "cert.pem").exists() for h in hosts)
+    write_fleet(le, hosts, age=datetime.timedelta(hours=1))  # certbot renewed them all
+    staging = run()
+    assert sorted(staging.updates) == [("example.net.", "add"), ("example.org.", "add")]
+    for h in hosts:
+        sandbox.primary.wait_for(f"_465._tcp.{h}", "TLSA", lambda v: len(v) == 2)
+    run()  # starts the gate clock of every lineage
+    deadline = max(json.loads((tmp_path / "state" / "lineages" / f"{h}.json").read_text())["staged"]["served_at"]
+                   for h in hosts) + 2 * TTL + 0.05
+    time.sleep(max(0.0, deadline - time.time()))
+    final = run()
+    assert sorted(final.updates) == [("example.net.", "remove"), ("example.org.", "remove")]
+    for h in hosts:
+        assert (tmp_path / "live" / h / "cert.pem").read_bytes() == (le / "live" / h / "cert.pem").read_bytes()
+        sandbox.primary.wait_for(f"_25._tcp.{h}", "TLSA", lambda v: len(v) == 1)
