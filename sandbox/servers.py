@@ -305,6 +305,13 @@ class NamedServer:
         """True while the named process is alive."""
         return self._process is not None and self._process.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The running named's process id (setpriv execs named, so it is the child's pid)."""
+        if self._process is None or self._process.poll() is not None:
+            raise SandboxError(f"{self} is not running")
+        return self._process.pid
+
     def start(self) -> None:
         """Start named and return once it answers SOA (and is signed) for all its zones."""
         if self.running:
