@@ -92,7 +92,8 @@ def main() -> int:
         results = [bench(box, Path(tmp), n, args.rounds) for n in args.sizes]
     print(f"machine: nproc={os.cpu_count()}, python {sys.version.split()[0]}; wall times in seconds, "
           f"median of {args.rounds} rounds (min-max); local named, 1 TLSA name per lineage")
-    print(f"{'lineages':>8}  {'stage+publish':>22}  {'deploy+retire':>22}  {'steady (no-op)':>22}  max UPDATEs/zone/dir")
+    header = ("lineages", "stage+publish", "deploy+retire", "steady (no-op)")
+    print(f"{header[0]:>8}  {header[1]:>22}  {header[2]:>22}  {header[3]:>22}  max UPDATEs/zone/dir")
     for r in results:
         cells = []
         for key in ("stage_and_publish_s", "deploy_and_retire_s", "steady_s"):
