@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import grp
 import ipaddress
+import logging
 import os
 import re
 import stat
@@ -15,7 +16,16 @@ from typing import Any
 
 from certbot_dane.errors import ConfigError
 from certbot_dane.tlsa import TlsaParams
-from certbot_dane.tsigkey import DEFAULT_ALGORITHM, TsigKey, check_algorithm, decode_secret, parse_key_file
+from certbot_dane.tsigkey import (
+    DEFAULT_ALGORITHM,
+    TsigKey,
+    canonical_algorithm,
+    check_algorithm,
+    decode_secret,
+    parse_key_file,
+)
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path("/etc/certbot-dane/certbot-dane.toml")
 ENV_VAR = "CERTBOT_DANE_CONFIG"
@@ -279,7 +289,11 @@ class _Parser:
         except ValueError as err:
             self.problem(label, str(err))
             return None
-        return TsigKey(name if name.endswith(".") else name + ".", algorithm.lower().rstrip("."), raw)
+        algorithm = canonical_algorithm(algorithm)
+        if algorithm in ("hmac-md5", "hmac-sha1"):
+            logger.warning("TSIG key %s uses %s, which is obsolete; make a new one with "
+                           "`tsig-keygen -a hmac-sha256 %s`", name, algorithm, name)
+        return TsigKey(name if name.endswith(".") else name + ".", algorithm, raw)
 
     def lineage(self, name: str, table: Any) -> LineageSettings | None:
         label = f'lineage."{name}"'

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 import dns.name
 import dns.tsig
 
-#: Every TSIG algorithm dnspython signs with, by its lower-case name without the trailing dot.
+#: Every TSIG algorithm dnspython signs with, by the name BIND's key files use.
 ALGORITHMS: dict[str, dns.name.Name] = {
-    str(alg).rstrip(".").lower(): alg
+    "hmac-md5" if alg == dns.tsig.HMAC_MD5 else str(alg).rstrip(".").lower(): alg
     for alg in (
         dns.tsig.HMAC_SHA256,
         dns.tsig.HMAC_SHA384,
@@ -47,9 +47,15 @@ class TsigKey:
         return {key.name: key}
 
 
+def canonical_algorithm(algorithm: str) -> str:
+    """BIND's name for an algorithm name as written in a config or key file."""
+    name = algorithm.lower().rstrip(".")
+    return "hmac-md5" if name == "hmac-md5.sig-alg.reg.int" else name
+
+
 def check_algorithm(algorithm: str) -> str | None:
     """Return a problem description for an algorithm name, or None when dnspython supports it."""
-    if algorithm.lower().rstrip(".") in ALGORITHMS:
+    if canonical_algorithm(algorithm) in ALGORITHMS:
         return None
     return f"unknown TSIG algorithm {algorithm!r} (supported: {', '.join(ALGORITHMS)})"
 

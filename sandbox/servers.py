@@ -86,8 +86,13 @@ def _zonesub_policy(key: str) -> str:
     return f"grant {key} zonesub TXT TLSA;"
 
 
+ALGORITHMS = ("hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
+"""TSIG algorithms `tsig-keygen` makes: the sandbox has a key `alg-<algorithm>.` for each."""
+
 ZONES = (
-    ZoneSpec("example.org", _zonesub_policy("certbot-dane."), records=("mx A 127.0.0.1",)),
+    ZoneSpec("example.org", " ".join([_zonesub_policy("certbot-dane."),
+                                      *(_zonesub_policy(f"alg-{a}.") for a in ALGORITHMS)]),
+             records=("mx A 127.0.0.1",)),
     ZoneSpec("example.net", _zonesub_policy("certbot-dane.")),
     ZoneSpec("locked.example", "grant certbot-dane. name _acme-challenge.ok.locked.example. TXT;"),
     ZoneSpec("unsigned.example", _zonesub_policy("certbot-dane."), signed=False),
@@ -697,6 +702,9 @@ class Sandbox:
         keydir.mkdir(mode=0o700, exist_ok=True)
         self.key = generate_tsig_key("certbot-dane.", keydir)
         self.intruder_key = generate_tsig_key("intruder.", keydir)
+        self.algorithm_keys = {a: generate_tsig_key(f"alg-{a}.", keydir, a) for a in ALGORITHMS}
+        """One key per TSIG algorithm, each granted TXT and TLSA in example.org."""
+        keys = (self.key, self.intruder_key, *self.algorithm_keys.values())
         self.primary = NamedServer(
             "primary",
             PRIMARY_ADDRESS,
@@ -704,7 +712,7 @@ class Sandbox:
             self.base / "primary",
             zones=ZONES,
             control_port=self._pick([PRIMARY_ADDRESS], taken),
-            keys=(self.key, self.intruder_key),
+            keys=keys,
         )
         self.secondary: NamedServer | None = None
         if secondary:
@@ -715,7 +723,7 @@ class Sandbox:
                 self.base / "secondary",
                 zones=[zone for zone in ZONES if zone.name in SECONDARY_ZONES],
                 control_port=self._pick([SECONDARY_ADDRESS], taken),
-                keys=(self.key, self.intruder_key),
+                keys=keys,
                 primary=self.primary,
             )
         self.pebble: Pebble | None = None

@@ -8,12 +8,12 @@ import time
 import dns.message
 import pytest
 
-from certbot_dane.config import DnsSettings, Endpoint
+from certbot_dane.config import DnsSettings, Endpoint, load
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import ServerUnreachable, TsigRejected, UpdateRejected, ZoneNotFound
 from certbot_dane.records import Record, ZoneUpdate
 from certbot_dane.tsigkey import TsigKey, decode_secret
-from sandbox.servers import Sandbox, free_port
+from sandbox.servers import ALGORITHMS, Sandbox, free_port
 
 
 def settings_for(box: Sandbox, **overrides) -> DnsSettings:
@@ -102,3 +102,15 @@ def test_nothing_listening_is_unreachable_and_names_the_server(sandbox):
 def test_server_may_be_given_as_a_host_name(sandbox):
     client = DnsClient(settings_for(sandbox, server=Endpoint("localhost", sandbox.port)))  # from /etc/hosts
     assert client.find_zone("mx.example.org") == "example.org."
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_tsig_algorithm_bind_offers_works_from_its_key_file(sandbox, tmp_path, algorithm):
+    key = sandbox.algorithm_keys[algorithm]
+    config = sandbox.write_config(tmp_path / "c.toml")
+    config.write_text(config.read_text().replace(str(sandbox.key.path), str(key.path)))
+    settings = load(config).dns
+    assert (settings.key.name, settings.key.algorithm) == (f"alg-{algorithm}.", algorithm)
+    name = f"_acme-challenge.{algorithm}.example.org"
+    DnsClient(settings).update(ZoneUpdate("example.org.", add=(Record.txt(name, algorithm, 60),)))
+    assert sandbox.primary.wait_for(name, "TXT", bool) == [f'"{algorithm}"']
