@@ -85,7 +85,7 @@ def _install_hook(args: argparse.Namespace) -> int:
 def _hook(args: argparse.Namespace) -> int:
     if args.config:
         os.environ[config.ENV_VAR] = args.config
-    return hooks._run(args.command.removesuffix("-hook"))
+    return hooks.run(args.command.removesuffix("-hook"))
 
 
 def build_parser() -> argparse.ArgumentParser:

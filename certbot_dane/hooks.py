@@ -19,9 +19,10 @@ logger = logging.getLogger(__name__)
 STATE_FILE = "manual-challenges.json"
 
 
-def _records(path: Path, key: str) -> list[Record]:
+def _load(path: Path) -> tuple[list[Record], list[Record]]:
+    """The TXT records the auth hook added (and not yet removed), and those not yet waited for."""
     data = state.read_json(path, default={}) or {}
-    return [Record(**item) for item in data.get(key, [])]
+    return [Record(**r) for r in data.get("added", [])], [Record(**r) for r in data.get("pending", [])]
 
 
 def _save(path: Path, added: list[Record], pending: list[Record]) -> None:
@@ -46,7 +47,7 @@ def auth(env: Mapping[str, str]) -> None:
     record = _challenge_record(env)
     path = settings.state_dir / STATE_FILE
     with state.locked(settings.state_dir):
-        added, pending = _records(path, "added"), _records(path, "pending")
+        added, pending = _load(path)
         zone.apply(client, add=[record])
         _save(path, added + [record], pending + [record])
     if env.get("CERTBOT_REMAINING_CHALLENGES", "0") != "0":
@@ -56,7 +57,7 @@ def auth(env: Mapping[str, str]) -> None:
     mine = [r for r in pending + [record] if r.name in domains or r == record]
     challenge.wait(client, mine)
     with state.locked(settings.state_dir):
-        added, pending = _records(path, "added"), _records(path, "pending")
+        added, pending = _load(path)
         _save(path, added, [r for r in pending if r not in mine])
 
 
@@ -66,7 +67,7 @@ def cleanup(env: Mapping[str, str]) -> None:
     record = _challenge_record(env)
     path = settings.state_dir / STATE_FILE
     with state.locked(settings.state_dir):
-        added, pending = _records(path, "added"), _records(path, "pending")
+        added, pending = _load(path)
         if record not in added:
             logger.info("%s was not added by the auth hook; left alone", record)
             return
@@ -111,7 +112,8 @@ def deploy(env: Mapping[str, str]) -> None:
 _ACTIONS = {"auth": auth, "cleanup": cleanup, "deploy": deploy}
 
 
-def _run(action: str) -> int:
+def run(action: str) -> int:
+    """Run one hook (auth, cleanup, deploy) with the environment certbot gives it; the exit status."""
     logging.basicConfig(level=logging.INFO, format="certbot-dane: %(message)s", stream=sys.stderr)
     if action not in _ACTIONS:
         print(f"usage: python -m certbot_dane.hooks {{{','.join(_ACTIONS)}}}", file=sys.stderr)
@@ -126,18 +128,18 @@ def _run(action: str) -> int:
 
 def auth_main() -> int:
     """Body of hooks/certbot-dane-auth."""
-    return _run("auth")
+    return run("auth")
 
 
 def cleanup_main() -> int:
     """Body of hooks/certbot-dane-cleanup."""
-    return _run("cleanup")
+    return run("cleanup")
 
 
 def deploy_main() -> int:
     """Body of hooks/certbot-dane-deploy."""
-    return _run("deploy")
+    return run("deploy")
 
 
 if __name__ == "__main__":
-    sys.exit(_run(sys.argv[1] if len(sys.argv) > 1 else ""))
+    sys.exit(run(sys.argv[1] if len(sys.argv) > 1 else ""))
