@@ -104,8 +104,19 @@ class Rollout:
             fault_point("after-publish")
 
     def retire(self, batch: Batch) -> None:
-        """Remove our records that match nothing deployed or staged (state written after the UPDATE)."""
-        plans = {name: rollover.retire_plan(st, lineage.tlsa) for name, (lineage, st) in batch.items()}
+        """Remove our records that match nothing deployed or staged (state written after the UPDATE).
+
+        A lineage whose certificate on disk is not the one its state says is deployed (changed by
+        hand?) retires nothing: its records might be the ones senders need now (I2).
+        """
+        plans = {}
+        for name, (lineage, st) in batch.items():
+            on_disk = self.store.deployed_fingerprint(name)
+            if st.deployed is not None and on_disk != st.deployed.fingerprint and not self.dry_run:
+                self.say(name, f"not retiring: {self.store.live_dir(name)} holds certificate "
+                               f"{(on_disk or 'none')[:16]}, not the deployed {st.deployed.fingerprint[:16]}")
+                continue
+            plans[name] = rollover.retire_plan(st, lineage.tlsa)
         removes = [r for plan in plans.values() for r in plan.remove]
         for name, plan in plans.items():
             for record in plan.remove:

@@ -296,3 +296,26 @@ def test_a_batch_of_lineages_gets_one_update_per_zone_and_direction(sandbox, tmp
     for h in hosts:
         assert (tmp_path / "live" / h / "cert.pem").read_bytes() == (le / "live" / h / "cert.pem").read_bytes()
         sandbox.primary.wait_for(f"_25._tcp.{h}", "TLSA", lambda v: len(v) == 1)
+
+
+def test_a_certificate_put_back_by_hand_keeps_its_records(sandbox, tmp_path):
+    name = "rollback.example.org"
+    flag = tmp_path / "broken"
+    command = f"sh -c 'if [ -e {flag} ]; then exit 3; fi'"
+    s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL, reload=[command])
+    old, new = renewed(s)
+    first = s.deployed()
+    s.cli("deploy")
+    wait_for_gate(s)
+    flag.touch()
+    assert s.cli("deploy").returncode == 1  # swapped, reload failed
+    live = tmp_path / "live" / name
+    old_version = next(p for p in (tmp_path / "live" / ".versions" / name).iterdir()
+                       if (p / "cert.pem").read_bytes() == first)
+    tmp_link = tmp_path / "live" / "tmp-link"
+    tmp_link.symlink_to(old_version)
+    tmp_link.replace(live)  # the admin rolls back by hand
+    flag.unlink()
+    done = s.cli("deploy")
+    assert f"{name}: not retiring: {live} holds certificate" in done.stdout
+    assert s.tlsa_on(s.tlsa[0]) == old | new | {FOREIGN}, "I2: the records of what is on disk stay"
