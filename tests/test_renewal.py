@@ -168,3 +168,19 @@ def test_refused_publish_is_reported_in_one_line_and_retried_by_the_next_run(san
     done = s.cli("deploy")
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "answered REFUSED" in done.stderr
+
+
+def test_install_hook_puts_a_working_hook_in_certbots_directory(sandbox, tmp_path):
+    name = "installhook.example.org"
+    s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"])
+    hooks_dir = sandbox.base / "certbot" / "config" / "renewal-hooks" / "deploy"
+    done = s.cli("install-hook", "--hooks-dir", str(hooks_dir))
+    assert done.returncode == 0, done.stderr
+    hook = hooks_dir / "certbot-dane"
+    assert hook.stat().st_mode & 0o111 and str(s.config) in hook.read_text()
+    try:
+        done = s.certbot("certonly", "-a", "dane", "--dane-config", str(s.config), "--cert-name", name, "-d", name)
+        assert done.returncode == 0, done.stderr
+        assert s.deployed() == s.certbot_cert(), "certbot ran the installed hook: bootstrap deployed it"
+    finally:
+        hook.unlink()
