@@ -21,6 +21,7 @@ import dns.tsig
 import dns.update
 
 from certbot_dane.config import DnsSettings, Endpoint
+from certbot_dane.dnssec import SignedAnswer
 from certbot_dane.errors import DnsError, ServerUnreachable, TsigRejected, UpdateRejected, ZoneNotFound
 from certbot_dane.records import Answer, ZoneUpdate, absolute
 
@@ -93,6 +94,16 @@ class DnsClient:
         if rrset is None:
             return Answer(rcode, frozenset())
         return Answer(rcode, frozenset(value_text(r) for r in rrset), rrset.ttl)
+
+    def query_dnssec(self, server: Endpoint, name: str, rdtype: str) -> SignedAnswer:
+        """Ask `server` for name/type with the DO bit, without recursion, over TCP: the RRset and its RRSIGs."""
+        request = dns.message.make_query(name, rdtype, want_dnssec=True)
+        request.flags &= ~dns.flags.RD
+        response = self._exchange(server, request, f"DNSSEC query {name} {rdtype}")
+        owner, wanted = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
+        return SignedAnswer(dns.rcode.to_text(response.rcode()), bool(response.flags & dns.flags.AA),
+                            response.get_rrset(response.answer, owner, dns.rdataclass.IN, wanted),
+                            response.get_rrset(response.answer, owner, dns.rdataclass.IN, dns.rdatatype.RRSIG, wanted))
 
     def find_zone(self, name: str) -> str:
         """The zone the primary is authoritative for that contains `name` (SOA walk, AA flag)."""

@@ -1,0 +1,188 @@
+"""`certbot-dane status`: is DANE safe right now? Gather disk and live DNS, assess (pure), render.
+
+Read-only: takes no lock (state files are replaced atomically), sends no UPDATE, writes nothing.
+Exit codes follow the Nagios plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+
+JSON schema, version 1 (docs/status-json.md has the full description; fields are only ever added)::
+
+    {"schema_version": 1, "status": "OK|WARNING|CRITICAL|UNKNOWN", "checked_at": ISO,
+     "error": null | "why the check could not run (status UNKNOWN)",
+     "lineages": [{
+        "lineage": NAME, "status": "OK|WARNING|CRITICAL",
+        "phase": "new|steady|waiting-for-servers|waiting-for-ttl|ready|unverified|error",
+        "reason": TEXT, "safe_at": ISO | null, "dnssec": "valid|unsigned|bogus|none",
+        "deployed": CERT | null, "staged": CERT | null,
+        "names": [{"name": FQDN, "zone": FQDN, "servers": [{"server": "HOST:PORT", "rcode": TEXT,
+                   "ttl": INT | null, "soa_serial": INT | null,
+                   "dnssec": {"status": "valid|unsigned|bogus|none", "reason": TEXT},
+                   "records": [{"value": "3 0 1 HEX", "match": "deployed|staged|previous|stale|foreign",
+                                "accepts_deployed": BOOL}]}]}],
+        "zones": [{"zone": FQDN, "signed": BOOL, "servers": [{"server": ..., "rcode": TEXT,
+                   "soa_serial": INT | null, "dnssec": {...}}]}],
+        "findings": [{"severity": "CRITICAL|WARNING", "code": CODE, "text": TEXT}]}]}
+    CERT = {"fingerprint": HEX, "subject": TEXT, "serial": HEX, "not_after": ISO,
+            "days_left": FLOAT, "expired": BOOL, "records": ["3 0 1 HEX", ...]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+from dns.rrset import RRset
+
+from certbot_dane import certificate, certstore, config, dnssec, state
+from certbot_dane.assessment import CertView, Local, Observed, Report, Served, Severity, ZoneAnswer, assess
+from certbot_dane.certstore import CertStore
+from certbot_dane.config import Config, Endpoint, LineageSettings
+from certbot_dane.dnsclient import DnsClient, value_text
+from certbot_dane.dnssec import SignedAnswer, Verdict
+from certbot_dane.errors import ConfigError, DaneError, DnsError, StateError
+from certbot_dane.statusformat import to_json, to_text, unknown_json
+from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
+
+WORKERS = 16             # concurrent DNS queries (threads: they hide network latency; parsing holds the GIL)
+T = TypeVar("T")
+J = TypeVar("J")
+
+
+def cert_view(certs: certificate.CertSet, lineage: LineageSettings) -> CertView:
+    """Describe a certificate set: its identity, its records for the lineage, every record its chain satisfies."""
+    info = certificate.info(certs.cert)
+    chain = load_chain(certs.fullchain)
+    accepts = {TlsaRecord(usage, selector, mtype, association_data(target, selector, mtype)).to_text()
+               for usage, targets in ((3, chain[:1]), (2, chain[1:])) for target in targets
+               for selector in SELECTORS for mtype in MTYPES}
+    records = tuple(r.to_text() for r in certificate.tlsa_records(certs, lineage.params))
+    return CertView(info.fingerprint, info.subject, info.serial, info.not_after, records, frozenset(accepts))
+
+
+def local(cfg: Config, lineage: LineageSettings) -> Local:
+    """Read a lineage's state file and its deployed and staged certificate files (no lock needed)."""
+    st = state.load_lineage(cfg.state_dir, lineage.name)
+    store = CertStore(cfg.state_dir, cfg.deploy_dir)
+    directories = [store.live_dir(lineage.name),
+                   store.staged_dir(lineage.name, st.staged.fingerprint) if st.staged else None]
+    views: list[CertView | None] = []
+    for directory in directories:
+        try:
+            found = certstore.read_dir(directory) if directory else None
+            views.append(cert_view(found, lineage) if found else None)
+        except ValueError as err:
+            raise StateError(f"{directory}: cannot parse the certificate: {err}") from err
+    return Local(st, views[0], views[1])
+
+
+def gather(client: DnsClient, lineages: Sequence[LineageSettings], now: float,
+           workers: int = WORKERS) -> Observed:
+    """Ask the servers, `workers` queries at a time (1: one after the other); DnsError naming any that did not answer.
+
+    1. Each name's TLSA RRset from the primary (DO bit): its RRSIG signer names the zone, so the SOA walk
+       (DnsClient.find_zone) is needed only for names that are unsigned or absent.
+    2. Each zone's SOA and DNSKEY from each of its authoritative servers (reachability checked here).
+    3. Each name's TLSA RRset from each other server; then every RRset is validated against its server's DNSKEY.
+    """
+    names = list(dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
+    primary = client.settings.server
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        def run(jobs: Sequence[J], ask: Callable[[J], T], server: Callable[[J], Endpoint]) -> list[T]:
+            results = list((pool.map if workers > 1 else map)(lambda job: _attempt(ask, job), jobs))
+            failed = {str(server(j)): r for j, r in zip(jobs, results, strict=True) if isinstance(r, DnsError)}
+            if failed:
+                raise DnsError("; ".join(str(err) for err in failed.values()))
+            return results  # type: ignore[return-value]
+
+        first = dict(zip(names, run(names, lambda n: client.query_dnssec(primary, n, "TLSA"), lambda n: primary),
+                         strict=True))
+        zone_of = dict(zip(names, run(names, lambda n: _zone(client, n, first[n]), lambda n: primary), strict=True))
+        servers = {z: client.servers(z) for z in dict.fromkeys(zone_of.values())}
+        zone_jobs = [(z, s) for z, found in servers.items() for s in found]
+        keys = dict(zip(zone_jobs, run(zone_jobs, lambda j: _ask_zone(client, j[0], j[1], now), lambda j: j[1]),
+                        strict=True))
+        name_jobs = [(n, s) for n in names for s in servers[zone_of[n]] if s != primary]
+        answers = dict(zip(name_jobs, run(name_jobs, lambda j: client.query_dnssec(j[1], j[0], "TLSA"),
+                                          lambda j: j[1]), strict=True))
+    answers.update({(n, primary): a for n, a in first.items()})
+    validated: dict[tuple[str, ...], Verdict] = {}  # servers in sync serve the same RRset and RRSIGs: check once
+    tlsa = {n: {s: _served(zone_of[n], answers[(n, s)], keys[(zone_of[n], s)], now, validated)
+                for s in servers[zone_of[n]]} for n in names}
+    zones = {z: {s: keys[(z, s)][0] for s in found} for z, found in servers.items()}
+    return Observed(zone_of, tlsa, zones)
+
+
+def _attempt(ask: Callable[[J], T], job: J) -> T | DnsError:
+    try:
+        return ask(job)
+    except DnsError as err:
+        return err
+
+
+def _zone(client: DnsClient, name: str, answer: SignedAnswer) -> str:
+    """The zone of `name`: the signer of the primary's authoritative answer, else the SOA walk."""
+    signer = answer.signer if answer.authoritative else None
+    if signer and (name == signer or name.endswith("." + signer)):
+        return signer
+    return client.find_zone(name)
+
+
+def _ask_zone(client: DnsClient, zone: str, server: Endpoint, now: float) -> tuple[ZoneAnswer, RRset | None]:
+    soa = client.query(server, zone, "SOA")
+    if not soa.values:
+        return ZoneAnswer(soa.rcode, None, Verdict(dnssec.NONE, f"{server} does not serve zone {zone}")), None
+    keys = client.query_dnssec(server, zone, "DNSKEY")
+    serial = int(next(iter(soa.values)).split()[2])
+    return ZoneAnswer(soa.rcode, serial, dnssec.check_zone(zone, keys.rrset, keys.sigs, now)), keys.rrset
+
+
+def _served(zone: str, answer: SignedAnswer, keys: tuple[ZoneAnswer, RRset | None], now: float,
+            validated: dict[tuple[str, ...], Verdict]) -> Served:
+    rrset, sigs = answer.rrset, answer.sigs
+    values = frozenset(value_text(r) for r in rrset) if rrset is not None else frozenset()
+    if keys[0].serial is None:
+        verdict = keys[0].dnssec
+    else:
+        seen = (zone, *(x.to_text() if x is not None else "" for x in (rrset, sigs, keys[1])))
+        if seen not in validated:
+            validated[seen] = dnssec.check_rrset(zone, rrset, sigs, keys[1], now)
+        verdict = validated[seen]
+    return Served(answer.rcode, values, rrset.ttl if rrset is not None else None, verdict)
+
+
+def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient | None = None,
+           now: float | None = None, workers: int = WORKERS) -> Report:
+    """Gather everything for these lineages and assess each one."""
+    now = time.time() if now is None else now
+    found = {lineage.name: local(cfg, lineage) for lineage in lineages}
+    observed = gather(client or DnsClient(cfg.dns), lineages, now, workers)
+    return Report(now, tuple(assess(lineage, found[lineage.name], observed, now) for lineage in lineages))
+
+
+def select(cfg: Config, name: str | None) -> list[LineageSettings]:
+    """The lineages to report on; ConfigError if `name` is not configured or nothing is."""
+    if name is not None:
+        if name not in cfg.lineages:
+            raise ConfigError(f"lineage {name!r} is not configured in {cfg.path}")
+        return [cfg.lineages[name]]
+    if not cfg.lineages:
+        raise ConfigError(f"no lineage is configured in {cfg.path}: nothing to check")
+    return [cfg.lineages[n] for n in sorted(cfg.lineages)]
+
+
+def main(args: argparse.Namespace) -> int:
+    """`certbot-dane status [--lineage NAME] [--json]`: print the report, exit with its Nagios state."""
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    try:
+        cfg = config.load(args.config)
+        rep = report(cfg, select(cfg, args.lineage))
+    except DaneError as err:
+        print(f"certbot-dane status: UNKNOWN: {err}", file=sys.stderr)
+        print(json.dumps(unknown_json(str(err), time.time()), indent=2) if args.json else f"DANE UNKNOWN: {err}")
+        return int(Severity.UNKNOWN)
+    print(json.dumps(to_json(rep), indent=2) if args.json else to_text(rep, colour))
+    return int(rep.status)
