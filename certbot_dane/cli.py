@@ -27,7 +27,8 @@ Services must read their certificate from <deploy_dir>/<lineage>/, never from ce
 """
 
 EPILOG = """\
-exit status: 0 success, 1 an error was reported (message on stderr), 2 bad usage.
+exit status: 0 success, 1 an error was reported (message on stderr), 2 bad usage;
+`status` uses the Nagios plugin codes instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 configuration: TOML, see README.md; `certbot-dane check` validates it.
 """
 

@@ -212,6 +212,9 @@ class Rollout:
         self.publish(batch)
         self.reload_and_verify(batch)
         self.retire(batch)
+        for name, (lineage, st) in batch.items():  # every step of these succeeded this time
+            if st.error is not None:
+                batch[name] = (lineage, self.save(replace(st, error=None)))
 
 
 def stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet) -> LineageState:
@@ -352,6 +355,5 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
             _gate(rollout, batch, force)
         except DnsError as err:
             rollout.fail(batch, batch, err)
-        rollout.reload_and_verify(batch)
-        rollout.retire(batch)
+        rollout.finish(batch)
     return rollout.failures

@@ -8,8 +8,6 @@ from certbot_dane.assessment import PHASES, SCHEMA_VERSION, CertView, Report, Se
 from certbot_dane.dnssec import Verdict
 
 
-
-
 def _verdict(v: Verdict) -> dict[str, str]:
     return {"status": v.status, "reason": v.reason}
 

@@ -511,8 +511,8 @@ def test_stale_record_left_by_a_refused_retire_is_a_warning_until_a_run_retires_
     sandbox.primary.wait_for(s.tlsa[0], "TLSA", lambda v: len(v) == 1)
     code, doc = status_json(s)
     lineage = lineage_of(doc)
-    assert "stale-record" not in findings(lineage)
-    assert code == (1 if findings(lineage) else 0) and set(findings(lineage)) <= {"last-run-failed"}
+    assert findings(lineage) == {} and code == 0, "a fully successful run clears the last error"
+    assert lineage["phase"] == "steady"
     assert served(lineage, s.tlsa[0]) == {f"127.0.0.1:{sandbox.port}": dict.fromkeys(new, "deployed")}
 
 
