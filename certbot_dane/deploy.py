@@ -208,8 +208,13 @@ class Rollout:
 
     # -- the steps after staging and gating, shared by hooks and the timer ----------------
     def finish(self, batch: Batch) -> None:
-        """Publish what is missing, reload/verify swaps not yet verified, retire what is stale."""
+        """Publish what is missing, then settle."""
         self.publish(batch)
+        self.settle(batch)
+
+    def settle(self, batch: Batch) -> None:
+        """Reload/verify swaps not yet verified, retire what is stale, clear the errors of the lineages
+        for which all of it succeeded."""
         self.reload_and_verify(batch)
         self.retire(batch)
         for name, (lineage, st) in batch.items():  # every step of these succeeded this time
@@ -355,5 +360,5 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
             _gate(rollout, batch, force)
         except DnsError as err:
             rollout.fail(batch, batch, err)
-        rollout.finish(batch)
+        rollout.settle(batch)
     return rollout.failures
