@@ -116,7 +116,11 @@ class Rollout:
                 self.say(name, f"not retiring: {self.store.live_dir(name)} holds certificate "
                                f"{(on_disk or 'none')[:16]}, not the deployed {st.deployed.fingerprint[:16]}")
                 continue
-            plans[name] = rollover.retire_plan(st, lineage.tlsa)
+            plan = rollover.retire_plan(st, lineage.tlsa)
+            others = _sharing(self, lineage, batch)
+            keep = {(n, v) for olin, ost in others.values() for n in set(olin.tlsa) & set(lineage.tlsa)
+                    for v in rollover.wanted_values(ost)}
+            plans[name] = replace(plan, remove=tuple(r for r in plan.remove if (r.name, r.value) not in keep))
         removes = [r for plan in plans.values() for r in plan.remove]
         for name, plan in plans.items():
             for record in plan.remove:
@@ -252,24 +256,35 @@ def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSe
         dns_error = None
     except DnsError as err:  # stage anyway, so that nothing is lost; the next run publishes
         on_primary, dns_error = None, err
-    staged = rollover.stage(st, new, on_primary, now)
+    shared_live = any(other.deployed is not None for _, other in _sharing(rollout, lineage, {}).values())
+    staged = rollover.stage(st, new, on_primary, now, shared_live)
     if staged == st:
         rollout.say(lineage.name, f"certificate {new.fingerprint[:16]} is already deployed or staged")
     else:
         if not rollout.dry_run:
             rollout.store.stage(lineage.name, certs)
             fault_point("after-stage-files")
-            rollout.store.prune_staging(lineage.name, new.fingerprint)
         assert staged.staged is not None
         rollout.say(lineage.name, f"staged certificate {new.fingerprint[:16]} in "
                                   f"{rollout.store.staged_dir(lineage.name, new.fingerprint)}")
         st = rollout.save(staged)
+        if not rollout.dry_run:  # only once the state names the new copy may the older ones go
+            rollout.store.prune_staging(lineage.name, new.fingerprint)
         if staged.staged.no_wait:
             rollout.say(lineage.name, f"no wait needed: {staged.staged.no_wait}")
             st = rollout.go_live(lineage, st)
     if dns_error is not None:
         raise dns_error
     return st
+
+
+def _sharing(rollout: Rollout, lineage: LineageSettings, batch: Batch) -> Batch:
+    """The other configured lineages that share a TLSA name with `lineage`, with their states."""
+    names = set(lineage.tlsa)
+    return {other.name: (other, batch[other.name][1] if other.name in batch
+                         else state.load_lineage(rollout.config.state_dir, other.name))
+            for other in rollout.config.lineages.values()
+            if other.name != lineage.name and names & set(other.tlsa)}
 
 
 def current(rollout: Rollout, lineage: LineageSettings) -> LineageState:

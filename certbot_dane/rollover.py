@@ -134,13 +134,16 @@ def record_retired(state: LineageState, records: tuple[Record, ...]) -> LineageS
     return replace(state, published=tuple(p for p in state.published if (p.name, p.value) not in gone))
 
 
-def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | None, now: float) -> LineageState:
+def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | None, now: float,
+          shared_live: bool = False) -> LineageState:
     """The state after certbot produced `new`.
 
     Unchanged when `new` is already deployed or staged. Otherwise `new` is staged, replacing any
     older staged version, and needs no wait (goes live at once) on bootstrap (nothing ever deployed
     and no name has a TLSA RRset) or when all its records are already live (reused key, selector 1).
     `on_primary` None means DNS could not be asked: no bootstrap then, the normal gate decides.
+    `shared_live`: another lineage with something deployed shares a TLSA name: no bootstrap either
+    (its records may be missing from the RRset only because its own update failed).
     """
     if state.deployed and state.deployed.fingerprint == new.fingerprint:
         return state
@@ -148,7 +151,8 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
         return state
     old_ttl = max((a.ttl or 0 for a in (on_primary or {}).values()), default=0)
     live = set(state.deployed.records) if state.deployed else set()
-    if state.deployed is None and on_primary is not None and not any(a.values for a in on_primary.values()):
+    if (state.deployed is None and on_primary is not None and not shared_live
+            and not any(a.values for a in on_primary.values())):
         no_wait: str | None = BOOTSTRAP
     elif set(new.records) <= live:
         no_wait = "its records are already published and aged (same key)"
