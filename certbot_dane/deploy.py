@@ -88,6 +88,11 @@ class Rollout:
             return
         adds: list[Record] = []
         for name, (lineage, st) in batch.items():
+            seen = rollover.remember_ttl(st, max((on_primary[n].ttl or 0 for n in lineage.tlsa), default=0),
+                                         self.now())
+            if seen != st:
+                st = self.save(seen)
+                batch[name] = (lineage, st)
             missing = [n for n in lineage.tlsa if not set(rollover.wanted_values(st)) <= on_primary[n].values]
             if not missing:
                 continue

@@ -52,6 +52,8 @@ class LineageState:
     staged: Staged | None = None
     published: tuple[Published, ...] = ()
     unverified: bool = False         # swapped in, services not yet reloaded and verified
+    ttl_seen: int = 0                # the longest TLSA TTL served lately (caches may still hold it) ...
+    ttl_seen_at: float = 0.0         # ... and when it was last seen served (refreshed once per TTL)
     error: str | None = None         # the last failure, shown by `status`
 
 
@@ -182,9 +184,28 @@ def gate(state: LineageState, observed: Observation, now: float) -> Gate:
                     tuple(lagging))
     served_at = staged.served_at if staged.served_at is not None else now
     safe_at = served_at + 2 * max(ttls)
+    # an RRset cached before the TTL was lowered may outlive the gate computed from today's TTL
+    lowered = state.ttl_seen_at + 2 * state.ttl_seen if state.ttl_seen > max(ttls) else 0.0
     if now < safe_at:
-        return Gate(False, served_at, safe_at, f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire")
-    return Gate(True, served_at, safe_at, "every server has served the new records for 2 x TTL")
+        return Gate(False, served_at, max(safe_at, lowered),
+                    f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire")
+    if now < lowered:
+        return Gate(False, served_at, lowered, f"the TTL was {state.ttl_seen}s until lately: waiting 2 x that "
+                                               "for caches holding the old RRset to expire")
+    return Gate(True, served_at, max(safe_at, lowered), "every server has served the new records for 2 x TTL")
+
+
+def remember_ttl(state: LineageState, ttl: int, now: float) -> LineageState:
+    """Remember the longest TTL served lately, so that lowering the TTL cannot shorten the gate.
+
+    Refreshed when a TTL at least as long is seen and the memory is older than that TTL (so a
+    steady run writes nothing); forgotten once every cache must have dropped it.
+    """
+    if now >= state.ttl_seen_at + 2 * state.ttl_seen:  # anything remembered has expired everywhere
+        return replace(state, ttl_seen=ttl, ttl_seen_at=now) if ttl else state
+    if ttl > state.ttl_seen or (ttl == state.ttl_seen and now - state.ttl_seen_at >= ttl):
+        return replace(state, ttl_seen=ttl, ttl_seen_at=now)
+    return state
 
 
 def with_gate(state: LineageState, result: Gate) -> LineageState:

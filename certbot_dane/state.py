@@ -114,6 +114,8 @@ def load_lineage(state_dir: Path, lineage: str) -> LineageState:
             staged=_version(Staged, data.get("staged")),
             published=tuple(Published(**p) for p in data.get("published", [])),
             unverified=bool(data.get("unverified", False)),
+            ttl_seen=int(data.get("ttl_seen", 0)),
+            ttl_seen_at=float(data.get("ttl_seen_at", 0.0)),
             error=data.get("error"),
         )
     except (KeyError, TypeError) as err:

@@ -163,3 +163,26 @@ def test_record_published_then_retired_round_trip():
 def test_no_bootstrap_when_dns_could_not_be_asked():
     st = rollover.stage(LineageState("mx"), NEW, None, 100.0)
     assert st.staged and st.staged.no_wait is None and st.deployed is None
+
+
+def test_a_ttl_lowered_shortly_before_the_renewal_holds_the_gate_for_the_old_ttl():
+    st = rollover.remember_ttl(staged_state(200.0), 3600, 100.0)   # 3600 s served at t=100
+    st = rollover.remember_ttl(st, 60, 150.0)                      # then lowered to 60 s
+    assert (st.ttl_seen, st.ttl_seen_at) == (3600, 100.0), "the longer TTL is remembered"
+    g = rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 400.0)
+    assert not g.ready and g.safe_at == 100.0 + 7200 and "3600s" in g.reason
+    assert rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 7300.0).ready
+
+
+def test_remembered_ttl_is_refreshed_once_per_ttl_and_forgotten_when_expired():
+    st = rollover.remember_ttl(LineageState("mx"), 60, 0.0)
+    assert (st.ttl_seen, st.ttl_seen_at) == (60, 0.0)
+    assert rollover.remember_ttl(st, 60, 30.0) is st                # steady: nothing to write
+    assert rollover.remember_ttl(st, 60, 60.0).ttl_seen_at == 60.0  # refreshed once per TTL
+    assert rollover.remember_ttl(st, 300, 10.0).ttl_seen == 300     # a longer TTL at once
+    assert rollover.remember_ttl(st, 5, 130.0).ttl_seen == 5        # 2 x 60 s later it is forgotten
+
+
+def test_the_remembered_ttl_does_not_delay_a_normal_gate():
+    st = rollover.remember_ttl(staged_state(200.0), 60, 250.0)      # refreshed after the clock started
+    assert rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 320.0).ready
