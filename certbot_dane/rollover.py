@@ -168,6 +168,10 @@ def gate(state: LineageState, observed: Observation, now: float) -> Gate:
     staged = state.staged
     if staged is None:
         return Gate(False, None, None, "nothing staged")
+    others = {v for answers in observed.values() for a in answers.values() if not isinstance(a, str)
+              for v in a.values} - set(staged.records)
+    if staged.no_wait == BOOTSTRAP and others:
+        staged = replace(staged, no_wait=None)  # an RRset appeared since: the bootstrap decision is stale
     if staged.no_wait:
         return Gate(True, staged.served_at, now, f"no wait: {staged.no_wait}")
     lagging, ttls = [], [staged.old_ttl]

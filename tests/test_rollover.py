@@ -186,3 +186,10 @@ def test_remembered_ttl_is_refreshed_once_per_ttl_and_forgotten_when_expired():
 def test_the_remembered_ttl_does_not_delay_a_normal_gate():
     st = rollover.remember_ttl(staged_state(200.0), 60, 250.0)      # refreshed after the clock started
     assert rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 320.0).ready
+
+
+def test_a_bootstrap_decision_is_dropped_when_an_rrset_appeared_before_the_swap():
+    st = rollover.stage(LineageState("mx"), NEW, {N1: answer(), N2: answer()}, 100.0)
+    assert rollover.gate(st, observed(a=NEW.records, b=NEW.records), 101.0).ready
+    g = rollover.gate(st, observed(a=(*NEW.records, FOREIGN), b=(*NEW.records, FOREIGN)), 101.0)
+    assert not g.ready and g.safe_at == 101.0 + 120
