@@ -30,7 +30,7 @@ DEFAULT_ALGORITHM = "hmac-sha256"
 _KEY_RE = re.compile(r'key\s+"?([^"\s{]+)"?\s*\{(.*?)\}\s*;', re.S)
 _ALG_RE = re.compile(r"algorithm\s+\"?([A-Za-z0-9.-]+)\"?\s*;")
 _SECRET_RE = re.compile(r'secret\s+"([^"]*)"\s*;')
-_COMMENT_RE = re.compile(r"/\*.*?\*/|//[^\n]*|#[^\n]*", re.S)
+_COMMENT_OR_STRING_RE = re.compile(r'"[^"]*"|/\*.*?\*/|//[^\n]*|#[^\n]*', re.S)
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,8 @@ def parse_key_file(text: str, wanted_name: str | None = None) -> tuple[str, str,
     With several keys in the file, `wanted_name` picks one. Raises ValueError describing the
     problem without quoting the secret.
     """
-    text = _COMMENT_RE.sub("", text)
+    # comments go, quoted strings stay whole: a base64 secret may well contain "//"
+    text = _COMMENT_OR_STRING_RE.sub(lambda m: m.group(0) if m.group(0).startswith('"') else "", text)
     keys = {}
     for match in _KEY_RE.finditer(text):
         body = match.group(2)

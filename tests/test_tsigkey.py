@@ -60,3 +60,9 @@ def test_every_dnspython_algorithm_is_accepted_and_unknown_ones_named():
 def test_secret_is_not_in_repr():
     key = TsigKey("k.", "hmac-sha256", b"topsecret")
     assert "topsecret" not in repr(key) and "dG9w" not in repr(key)
+
+
+def test_a_secret_containing_a_comment_marker_is_read_whole():
+    text = ('key "k1." {\n\talgorithm hmac-sha256; // trailing comment\n'
+            '\tsecret "aD04xZSQWkpNUQmw6VyiQ367Y0Ld//H9#GUn6x4=";\n};\n')
+    assert parse_key_file(text) == ("k1.", "hmac-sha256", "aD04xZSQWkpNUQmw6VyiQ367Y0Ld//H9#GUn6x4=")
