@@ -41,9 +41,6 @@ class ZoneUpdate:
     add: tuple[Record, ...] = ()
     remove: tuple[Record, ...] = ()
 
-    def __bool__(self) -> bool:
-        return bool(self.add or self.remove)
-
 
 def group_by_zone(zone_of: dict[str, str], add: Iterable[Record] = (),
                   remove: Iterable[Record] = ()) -> list[ZoneUpdate]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from certbot_dane.config import Endpoint
 from certbot_dane.records import Answer, Record
@@ -74,7 +74,6 @@ class Plan:
 
     add: tuple[Record, ...] = ()
     remove: tuple[Record, ...] = ()
-    notes: tuple[str, ...] = field(default=())
 
     def check(self, state: LineageState) -> None:
         """Raise UnsafePlan if the plan would remove a live record or one we did not publish."""
