@@ -54,6 +54,7 @@ class LineageState:
     unverified: bool = False         # swapped in, services not yet reloaded and verified
     ttl_seen: int = 0                # the longest TLSA TTL served lately (caches may still hold it) ...
     ttl_seen_at: float = 0.0         # ... and when it was last seen served (refreshed once per TTL)
+    ttl_dropped: bool = False        # a shorter TTL was noticed: ttl_seen_at is that first notice
     error: str | None = None         # the last failure, shown by `status`
 
 
@@ -205,9 +206,12 @@ def remember_ttl(state: LineageState, ttl: int, now: float) -> LineageState:
     steady run writes nothing); forgotten once every cache must have dropped it.
     """
     if now >= state.ttl_seen_at + 2 * state.ttl_seen:  # anything remembered has expired everywhere
-        return replace(state, ttl_seen=ttl, ttl_seen_at=now) if ttl else state
+        return replace(state, ttl_seen=ttl, ttl_seen_at=now, ttl_dropped=False) if ttl else state
     if ttl > state.ttl_seen or (ttl == state.ttl_seen and now - state.ttl_seen_at >= ttl):
-        return replace(state, ttl_seen=ttl, ttl_seen_at=now)
+        return replace(state, ttl_seen=ttl, ttl_seen_at=now, ttl_dropped=False)
+    if ttl < state.ttl_seen and not state.ttl_dropped:
+        # the longer TTL may have been served until just now: count its caches from this first notice
+        return replace(state, ttl_seen_at=now, ttl_dropped=True)
     return state
 
 

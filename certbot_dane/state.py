@@ -116,6 +116,7 @@ def load_lineage(state_dir: Path, lineage: str) -> LineageState:
             unverified=bool(data.get("unverified", False)),
             ttl_seen=int(data.get("ttl_seen", 0)),
             ttl_seen_at=float(data.get("ttl_seen_at", 0.0)),
+            ttl_dropped=bool(data.get("ttl_dropped", False)),
             error=data.get("error"),
         )
     except (KeyError, TypeError) as err:

@@ -850,11 +850,9 @@ def test_a_ttl_lowered_after_the_timer_saw_it_keeps_caches_safe() -> None:
         assert s.deployed() == s.newest()
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug (margin): after a TTL lowering the timer saw, the gate waits 2 x the old TTL from when a run last "
-    "refreshed its memory of it (rollover.remember_ttl: at most once per TTL), not from when the old RRset "
-    "stopped being served: caches are safe, but ROLLOVER.md's 2 x TTL margin is not kept (here 1.5 x) (I1)"))
 def test_a_ttl_lowered_after_the_timer_saw_it_keeps_the_2_x_ttl_margin() -> None:
+    """Regression: the gate waits 2 x the old TTL from the first run that noticed the lowering (it
+    waited from the last refresh of its memory, at most once per TTL: a 1.5 x margin)."""
     with Schedule(LOWERED_TTL, UnrestrictedModel) as s:
         lowered_ttl_schedule(s, timer_saw_it=True)
 

@@ -167,11 +167,12 @@ def test_no_bootstrap_when_dns_could_not_be_asked():
 
 def test_a_ttl_lowered_shortly_before_the_renewal_holds_the_gate_for_the_old_ttl():
     st = rollover.remember_ttl(staged_state(200.0), 3600, 100.0)   # 3600 s served at t=100
-    st = rollover.remember_ttl(st, 60, 150.0)                      # then lowered to 60 s
-    assert (st.ttl_seen, st.ttl_seen_at) == (3600, 100.0), "the longer TTL is remembered"
+    st = rollover.remember_ttl(st, 60, 150.0)                      # then lowered to 60 s, noticed at t=150
+    assert (st.ttl_seen, st.ttl_seen_at) == (3600, 150.0), "the longer TTL is remembered from the first notice"
+    assert rollover.remember_ttl(st, 60, 200.0) is st, "later runs do not move it"
     g = rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 400.0)
-    assert not g.ready and g.safe_at == 100.0 + 7200 and "3600s" in g.reason
-    assert rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 7300.0).ready
+    assert not g.ready and g.safe_at == 150.0 + 7200 and "3600s" in g.reason
+    assert rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 7350.0).ready
 
 
 def test_remembered_ttl_is_refreshed_once_per_ttl_and_forgotten_when_expired():
