@@ -50,8 +50,7 @@ class CertInfo:
 
 def fingerprint(cert_pem: bytes) -> str:
     """SHA-256 of the leaf certificate's DER, in hex: the identity of a certificate version."""
-    leaf = load_chain(cert_pem)[0]
-    return hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return fingerprint_der(load_chain(cert_pem)[0].public_bytes(serialization.Encoding.DER))
 
 
 def fingerprint_der(der: bytes) -> str:

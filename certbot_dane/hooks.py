@@ -103,10 +103,12 @@ def deploy(env: Mapping[str, str]) -> None:
     if certbot_dry_run():
         logger.info("certbot --dry-run: nothing staged or published for %s", name)
         return
-    files = [Path(live) / f for f in ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")]
+    certs = certstore.read_dir(Path(live))
+    if certs is None:
+        raise DaneError(f"{live}/cert.pem does not exist: RENEWED_LINEAGE must name certbot's live/<lineage> directory")
     rollout = rollout_module.Rollout.from_config(settings)
     with state.locked(settings.state_dir):
-        rollout_module.stage(rollout, settings.lineages[name], certstore.read_lineage(*files))
+        rollout_module.stage(rollout, settings.lineages[name], certs)
 
 
 _ACTIONS = {"auth": auth, "cleanup": cleanup, "deploy": deploy}

@@ -21,15 +21,16 @@ def on_primary(client: DnsClient, names: Iterable[str]) -> dict[str, Answer]:
 
 
 def default_ttls(client: DnsClient, names: Iterable[str], configured: int | None) -> dict[str, int]:
-    """TTL for a new RRset: the lineage's tlsa_ttl, else the TTL of the zone's SOA record."""
+    """TTL for a new RRset: the lineage's tlsa_ttl, else the TTL of the zone's SOA record (one query a zone)."""
+    if configured is not None:
+        return dict.fromkeys(names, configured)
+    soa_ttl: dict[str, int] = {}
     ttls = {}
     for name in names:
-        if configured is not None:
-            ttls[name] = configured
-            continue
         zone = client.find_zone(name)
-        soa = client.query(client.settings.server, zone, "SOA")
-        ttls[name] = soa.ttl or 3600
+        if zone not in soa_ttl:
+            soa_ttl[zone] = client.query(client.settings.server, zone, "SOA").ttl or 3600
+        ttls[name] = soa_ttl[zone]
     return ttls
 
 

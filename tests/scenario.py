@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -120,3 +121,9 @@ class Scenario:
             assert time.monotonic() < deadline, f"{server} never served {values} at {name}"
             time.sleep(0.05)
 
+
+
+def snapshot(path: Path) -> dict[str, str]:
+    """Every file under `path` with its content hash (what "changes nothing on disk" compares); no lock file."""
+    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "lock"} if path.exists() else {}

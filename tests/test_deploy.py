@@ -21,7 +21,7 @@ from certbot_dane.deploy import Rollout, deploy_all
 from certbot_dane.dnsclient import DnsClient
 from sandbox.fleet import write_certificate, write_fleet
 from sandbox.tlsendpoint import TlsEndpoint
-from tests.scenario import Scenario
+from tests.scenario import Scenario, snapshot
 
 FOREIGN = "2 1 1 " + "cd" * 32
 TTL = 1
@@ -139,14 +139,14 @@ def test_dry_run_prints_the_plan_and_changes_nothing(sandbox, tmp_path):
     s.cli("deploy")
     wait_for_gate(s)
     serial = sandbox.primary.soa_serial("example.org")
-    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "lock"}
+    before = snapshot(tmp_path)
     done = s.cli("deploy", "--dry-run")
     assert done.returncode == 0, done.stderr
     assert f"{name}: (dry run) deploy certificate" in done.stdout
     assert f"{name}: (dry run) reload with" in done.stdout
     assert f"{name}: (dry run) retire _25._tcp.{name}. TLSA 3 0 1" in done.stdout
     assert sandbox.primary.soa_serial("example.org") == serial
-    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != "lock"} == before
+    assert snapshot(tmp_path) == before
 
 
 def test_emergency_override_deploys_before_the_gate_and_says_who_may_break(sandbox, tmp_path):

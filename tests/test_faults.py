@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import hashlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -13,16 +12,10 @@ from pathlib import Path
 import pytest
 
 from sandbox.fleet import write_certificate
-from tests.scenario import Scenario
+from tests.scenario import Scenario, snapshot
 from tests.test_deploy import TTL, renewed, wait_for_gate
 
 HOOK = Path(__file__).resolve().parent.parent / "hooks" / "certbot-dane-deploy"
-
-
-def snapshot(path: Path) -> dict[str, str]:
-    """Every file under `path` (symlinks resolved by content) with its hash; the lock file excluded."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "lock"}
 
 
 @contextlib.contextmanager

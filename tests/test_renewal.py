@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -10,16 +9,10 @@ from pathlib import Path
 import pytest
 
 from certbot_dane.certificate import fingerprint
-from tests.scenario import Scenario
+from tests.scenario import Scenario, snapshot
 
 FOREIGN = "2 1 1 " + "ab" * 32
 HOOK = Path(__file__).resolve().parent.parent / "hooks" / "certbot-dane-deploy"
-
-
-def tree_digest(path: Path) -> dict[str, str]:
-    """Every file under `path` with its content hash (what "changes nothing on disk" compares)."""
-    return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "lock"} if path.exists() else {}
 
 
 @pytest.mark.parametrize("way", ["installer", "hook"])
@@ -117,13 +110,13 @@ def test_dry_run_changes_nothing_in_dns_or_on_disk(sandbox, tmp_path, way):
     assert s.issue().returncode == 0
     s.wait_until_served(tlsa[0], s.records(s.certbot_cert()))
     records = s.tlsa_on(tlsa[0])
-    disk = tree_digest(tmp_path / "state") | tree_digest(tmp_path / "live")
+    disk = snapshot(tmp_path / "state") | snapshot(tmp_path / "live")
     done = s.certbot("renew", "--dry-run", "--run-deploy-hooks", "--cert-name", name)
     assert done.returncode == 0, done.stderr
     # the dry run's own DNS-01 challenge adds and removes a TXT record; the TLSA RRset is untouched
     assert s.tlsa_on(tlsa[0]) == records
     assert sandbox.primary.query(f"_acme-challenge.{name}", "TXT") == []
-    assert tree_digest(tmp_path / "state") | tree_digest(tmp_path / "live") == disk
+    assert snapshot(tmp_path / "state") | snapshot(tmp_path / "live") == disk
 
 
 def test_hook_skips_lineages_it_does_not_manage_with_one_info_line(sandbox, tmp_path):
