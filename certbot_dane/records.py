@@ -57,18 +57,49 @@ def group_by_zone(zone_of: dict[str, str], add: Iterable[Record] = (),
     ]
 
 
+#: Rcodes that say something definite about a name: anything else (SERVFAIL, REFUSED, ...) is "unknown".
+DEFINITE_RCODES = frozenset({"NOERROR", "NXDOMAIN"})
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What one authoritative server answered for one name and type."""
+    """What one authoritative server answered for one name and type.
+
+    `alias` is the CNAME target when the name is an alias (RFC 7671 §7: the RRset lives there);
+    `values` then holds what the server included for the target, if anything.
+    """
 
     rcode: str
     values: frozenset[str]
     ttl: int | None = None
+    alias: str | None = None
+
+    @property
+    def definite(self) -> bool:
+        """Whether the answer says what the name holds (NOERROR/NXDOMAIN), rather than "unknown" (SERVFAIL...)."""
+        return self.rcode in DEFINITE_RCODES
 
     def describe(self) -> str:
-        """Short human form: 'NXDOMAIN', 'no records', or the values."""
+        """Short human form: 'NXDOMAIN', 'no records', 'CNAME target.', or the values."""
         if self.rcode != "NOERROR":
             return self.rcode
+        if self.alias is not None and not self.values:
+            return f"CNAME {self.alias}"
         if not self.values:
             return "no records"
         return ", ".join(sorted(self.values))
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """A server that could not be asked (timeout, connection refused, unresolvable): why."""
+
+    reason: str
+
+    def describe(self) -> str:
+        """The reason, for messages."""
+        return self.reason
+
+
+#: One server's reply to one question: an answer (of any rcode), or none at all.
+Reply = Answer | NoAnswer
