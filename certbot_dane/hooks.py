@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from certbot_dane import certstore, challenge, config, state, zone
@@ -75,19 +75,58 @@ def cleanup(env: Mapping[str, str]) -> None:
         _save(path, [r for r in added if r != record], [r for r in pending if r != record])
 
 
-def certbot_dry_run(pid: int | None = None) -> bool:
-    """Whether an ancestor process is `certbot ... --dry-run` (certbot tells hooks no other way)."""
+#: certbot's sub-commands (certbot/_internal/cli/helpful.py); the first of them on its command line is the verb.
+CERTBOT_VERBS = frozenset({"auth", "certonly", "run", "install", "plugins", "register", "update_account",
+                           "show_account", "unregister", "renew", "revoke", "rollback", "everything",
+                           "certificates", "delete", "enhance", "reconfigure"})
+_CERTBOT_PROGRAMS = frozenset({"certbot", "letsencrypt"})
+_DRY_RUN = "--dry-run"
+_SHORTEST_PREFIX = "--dr"  # argparse takes any unambiguous prefix; `--d` is ambiguous in certbot
+
+
+def dry_run(args: Sequence[str]) -> str | None:
+    """Why certbot's arguments (after the program name) make a dry run, or None when they do not.
+
+    certbot exports nothing to a deploy hook that tells a dry run apart (only RENEWED_LINEAGE and
+    RENEWED_DOMAINS), so its command line is read the way certbot's argparse reads it: `--dry-run`
+    or any prefix of it down to `--dr`, with or without `=value`, and the `reconfigure` verb,
+    which always renews as a dry run (and runs deploy hooks with --run-deploy-hooks).
+    """
+    verb = next((arg for arg in args if arg in CERTBOT_VERBS), None)  # as certbot's determine_verb
+    if verb == "reconfigure":
+        return "certbot reconfigure (a dry run)"
+    for arg in args:
+        option = arg.partition("=")[0]
+        if len(option) >= len(_SHORTEST_PREFIX) and _DRY_RUN.startswith(option):
+            return f"certbot {verb or 'run'} {arg} (a dry run)"
+    return None
+
+
+def certbot_args(cmdline: Sequence[str]) -> list[str] | None:
+    """certbot's arguments if `cmdline` runs certbot (directly, through python, or `python -m certbot`)."""
+    for index, arg in enumerate(cmdline[:4]):
+        if Path(arg).name in _CERTBOT_PROGRAMS and (index == 0 or Path(cmdline[0]).name.startswith("python")):
+            return list(cmdline[index + 1:])
+    return None
+
+
+def certbot_command_line(pid: int | None = None, proc: Path = Path("/proc")) -> list[str] | None:
+    """The arguments of the nearest ancestor process that is certbot; None when none is.
+
+    OSError when an ancestor's command line cannot be read before certbot is found (then nobody
+    can tell whether this is a dry run).
+    """
     pid = os.getppid() if pid is None else pid
-    while pid > 1:
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        if b"--dry-run" in cmdline and any(b"certbot" in arg for arg in cmdline[:2]):
-            return True
+    while pid > 0:
+        cmdline = (proc / str(pid) / "cmdline").read_bytes().removesuffix(b"\0").split(b"\0")
+        found = certbot_args([os.fsdecode(arg) for arg in cmdline])
+        if found is not None:
+            return found
+        if pid == 1:  # certbot may be pid 1 itself (a container), so pid 1 is read too
+            break
+        stat = (proc / str(pid) / "stat").read_text()
         pid = int(stat.rpartition(")")[2].split()[1])
-    return False
+    return None
 
 
 def deploy(env: Mapping[str, str]) -> None:
@@ -100,8 +139,16 @@ def deploy(env: Mapping[str, str]) -> None:
     if name not in settings.lineages:
         logger.info("lineage %s is not configured in %s; skipped", name, settings.path)
         return
-    if certbot_dry_run():
-        logger.info("certbot --dry-run: nothing staged or published for %s", name)
+    try:
+        args = certbot_command_line()
+    except OSError as err:
+        logger.warning("cannot read %s (%s) to tell a certbot dry run from a renewal: nothing staged or "
+                       "published for %s; `certbot-dane deploy` (the timer) adopts a renewed certificate "
+                       "from live/", err.filename, err.strerror, name)
+        return
+    why = dry_run(args) if args is not None else None
+    if why is not None:
+        logger.info("%s: nothing staged or published for %s", why, name)
         return
     certs = certstore.read_dir(Path(live))
     if certs is None:
