@@ -34,6 +34,10 @@ _RCODE_HINTS = {
     "NOTAUTH": "the server is not authoritative for the zone or does not accept key {key}",
     "NOTZONE": "a name lies outside the zone",
     "SERVFAIL": "the server failed to apply the update; see its log",
+    "NXRRSET": "a prerequisite failed: another host changed the ownership claims meanwhile; nothing was changed, "
+               "the next run decides again",
+    "YXRRSET": "a prerequisite failed: another host changed the ownership claims meanwhile; nothing was changed, "
+               "the next run decides again",
 }
 _TSIG_ERRORS = {
     dns.tsig.PeerBadKey: "BADKEY: the server does not know key {key} with this algorithm",
@@ -160,6 +164,12 @@ class DnsClient:
         key = self.settings.key
         update = dns.update.UpdateMessage(change.zone, keyring=key.keyring(),
                                            keyname=dns.name.from_text(key.name))
+        for need in change.require:  # RFC 2136 §2.4: exactly these values, or no such RRset
+            owner = dns.name.from_text(need.name)
+            if need.values is None:
+                update.absent(owner, need.rdtype)
+            else:
+                update.present(owner, *(dns.rdata.from_text("IN", need.rdtype, v) for v in sorted(need.values)))
         for record in change.remove:  # names are absolute, never relative to the zone
             update.delete(dns.name.from_text(record.name), dns.rdata.from_text("IN", record.rdtype, record.value))
         for record in change.add:
