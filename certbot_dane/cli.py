@@ -136,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; exit 0 on success, 1 on a reported error, 2 on bad usage."""
+    try:
+        try:
+            return _run(argv)
+        finally:
+            sys.stdout.flush()  # a reader that went away shows up here, not as a traceback at exit
+    except BrokenPipeError:
+        # `certbot-dane check | head -1`: stop quietly; output from now on goes nowhere, as
+        # https://docs.python.org/3/library/signal.html#note-on-sigpipe recommends
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
+
+
+def _run(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="certbot-dane: %(levelname)s: %(message)s", stream=sys.stderr)
