@@ -1,7 +1,11 @@
-"""Pre-publish, gate, swap, reload, verify, retire: the rollover steps applied to DNS and disk.
+"""The applier: performs the plans the pure core decides, phase by phase, for a batch of lineages.
 
-Every run handles a batch of lineages (one for a hook, all for the timer) so that each zone
-gets at most one UPDATE adding records and one removing them, whatever the number of lineages.
+Each phase asks the core for a plan (`plan.publish`, `rollover.gate`, `plan.retire`) from what it
+observed, checks it, then applies it here: state written ahead of a DNS change that adds (so that
+a crash never forgets what we published) and after one that removes, fault points at every step
+boundary, and nothing at all under `--dry-run` except the report. Every run handles a batch of
+lineages (one for a hook, all for the timer): each zone gets one UPDATE adding records and one
+removing them, whatever the number of lineages.
 """
 
 from __future__ import annotations
@@ -13,12 +17,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from certbot_dane import certificate, certstore, rollover, services, state, verify, zone
+from certbot_dane import certificate, certstore, plan, rollover, services, state, verify, zone
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
-from certbot_dane.errors import CertError, DaneError, DnsError, VerifyFailed
-from certbot_dane.records import Answer, Record
+from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed
+from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
 from certbot_dane.tlsa import served_leaf_matches
 
@@ -43,7 +47,7 @@ def utc(moment: float) -> str:
 
 @dataclass
 class Rollout:
-    """What every step needs: settings, the DNS client, the certificate store and the clock."""
+    """What every phase needs: settings, the DNS client, the certificate store and the clock."""
 
     config: Config
     client: DnsClient
@@ -52,6 +56,7 @@ class Rollout:
     dry_run: bool = False
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    _owners: dict[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(cls, config: Config, dry_run: bool = False) -> Rollout:
@@ -67,6 +72,8 @@ class Rollout:
     def fail(self, batch: Batch, names: Iterable[str], err: DaneError) -> None:
         """Record a failure for these lineages, keep it in their state, and drop them from the batch."""
         for name in list(names):
+            if name not in batch:
+                continue
             lineage, st = batch.pop(name)
             self.failures[name] = str(err)
             self.save(replace(st, error=str(err)))
@@ -77,79 +84,111 @@ class Rollout:
             state.save_lineage(self.config.state_dir, st)
         return st
 
-    # -- DNS: one UPDATE per zone and direction for the whole batch ---------------------------
+    def instance(self) -> str:
+        """This installation's id in ownership claims (made on first use, never by a dry run)."""
+        return state.instance_id(self.config.state_dir, create=not self.dry_run)
+
+    # -- observing ------------------------------------------------------------------------
+    def owners(self, lineage: LineageSettings) -> tuple[str, ...]:
+        """The owner names of a lineage's TLSA RRsets: its names, or where their CNAMEs lead (once a run)."""
+        missing = [n for n in lineage.tlsa if n not in self._owners]
+        if missing:
+            self._owners.update(zone.owners(self.client, missing))
+        return tuple(dict.fromkeys(self._owners[n] for n in lineage.tlsa))
+
+    def _resolve(self, batch: Batch) -> dict[str, tuple[str, ...]]:
+        """Owner names of every lineage in the batch; a lineage whose names cannot be followed fails."""
+        found = {}
+        for name, (lineage, _) in list(batch.items()):
+            try:
+                found[name] = self.owners(lineage)
+            except DnsError as err:
+                self.fail(batch, [name], err)
+        return found
+
+    def _sharing(self, lineage: LineageSettings, owners: Iterable[str], batch: Batch) -> Batch:
+        """The other configured lineages that share an owner name with `lineage`, with their states."""
+        mine = set(owners)
+        found: Batch = {}
+        for other in self.config.lineages.values():
+            if other.name == lineage.name:
+                continue
+            try:
+                theirs = set(self.owners(other))
+            except DnsError:
+                theirs = set(other.tlsa)
+            if mine & theirs:
+                found[other.name] = (other, batch[other.name][1] if other.name in batch
+                                     else state.load_lineage(self.config.state_dir, other.name))
+        return found
+
+    # -- publish: plan.publish, state written ahead of the UPDATE ----------------------------
     def publish(self, batch: Batch) -> None:
-        """Add every wanted record the primary does not serve yet (state written before the UPDATE)."""
-        names = sorted({n for lineage, _ in batch.values() for n in lineage.tlsa})
+        """Add every wanted record the primary does not serve yet, and our claims (write-ahead state)."""
+        owners = self._resolve(batch)
+        every = sorted({o for name in batch for o in owners[name]})
         try:
-            on_primary = zone.on_primary(self.client, names)
+            primary = zone.on_primary(self.client, every)
         except DnsError as err:
             self.fail(batch, batch, err)
             return
-        adds: list[Record] = []
-        for name, (lineage, st) in batch.items():
-            seen = rollover.remember_ttl(st, max((on_primary[n].ttl or 0 for n in lineage.tlsa), default=0),
-                                         self.now())
-            if seen != st:
-                st = self.save(seen)
-                batch[name] = (lineage, st)
-            missing = [n for n in lineage.tlsa if not set(rollover.wanted_values(st)) <= on_primary[n].values]
-            if not missing:
-                continue
-            plan = rollover.publish_plan(st, tuple(missing), on_primary,
-                                         zone.default_ttls(self.client, missing, lineage.tlsa_ttl))
-            for record in plan.add:
-                self.say(name, f"publish {record.name} TLSA {record.value[:14]}..")
-            adds += plan.add
-            if not self.dry_run:
-                batch[name] = (lineage, self.save(rollover.record_published(st, plan.add, self.now())))
-        if adds and not self.dry_run:
-            fault_point("before-publish")
-            self._apply(batch, add=adds)
-            fault_point("after-publish")
-
-    def retire(self, batch: Batch) -> None:
-        """Remove our records that match nothing deployed or staged (state written after the UPDATE).
-
-        A lineage whose certificate on disk is not the one its state says is deployed (changed by
-        hand?) retires nothing: its records might be the ones senders need now (I2).
-        """
-        plans = {}
-        for name, (lineage, st) in batch.items():
-            on_disk = self.store.deployed_fingerprint(name)
-            if st.deployed is not None and on_disk != st.deployed.fingerprint and not self.dry_run:
-                self.say(name, f"not retiring: {self.store.live_dir(name)} holds certificate "
-                               f"{(on_disk or 'none')[:16]}, not the deployed {st.deployed.fingerprint[:16]}")
-                continue
-            plan = rollover.retire_plan(st, lineage.tlsa)
-            others = _sharing(self, lineage, batch)
-            keep = {(n, v) for olin, ost in others.values() for n in set(olin.tlsa) & set(lineage.tlsa)
-                    for v in rollover.wanted_values(ost)}
-            plans[name] = replace(plan, remove=tuple(r for r in plan.remove if (r.name, r.value) not in keep))
-        removes = [r for plan in plans.values() for r in plan.remove]
-        for name, plan in plans.items():
-            for record in plan.remove:
-                self.say(name, f"retire {record.name} TLSA {record.value[:14]}..")
-        if not removes or self.dry_run:
-            return
-        if not self._apply(batch, remove=removes):
-            return
-        fault_point("after-retire")
-        for name, plan in plans.items():
-            if plan.remove and name in batch:
-                lineage, st = batch[name]
-                batch[name] = (lineage, self.save(rollover.record_retired(st, plan.remove)))
-
-    def _apply(self, batch: Batch, add: list[Record] | None = None, remove: list[Record] | None = None) -> bool:
+        unknown = {o: a for o, a in primary.items() if not a.definite}
+        for name in [n for n in batch if set(owners[n]) & set(unknown)]:
+            owner = next(o for o in owners[name] if o in unknown)
+            self.fail(batch, [name], DnsError(
+                f"{self.client.settings.server} answered {unknown[owner].rcode} for {owner} TLSA: its RRset and "
+                "TTL are unknown, so nothing is published or deployed for this lineage (see the server's log)"))
+        intents = []
         try:
-            zone.apply(self.client, add=add or (), remove=remove or ())
+            for name, (lineage, st) in batch.items():
+                seen = rollover.remember_ttl(st, max((primary[o].ttl or 0 for o in owners[name]), default=0),
+                                             self.now())
+                if seen != st:
+                    batch[name] = (lineage, self.save(seen))
+                new_rrsets = [o for o in owners[name] if primary[o].ttl is None]
+                ttls = zone.default_ttls(self.client, new_rrsets, lineage.tlsa_ttl) if new_rrsets else {}
+                intents.append(plan.Intent(name, owners[name], batch[name][1], ttls))
+            changes = plan.publish(intents, primary, zone.claims(self.client, plan.to_claim(intents, primary)),
+                                   self.instance(), self.now())
         except DnsError as err:
-            touched = {r.name for r in (add or remove or [])}
-            self.fail(batch, [n for n, (lin, _) in batch.items() if touched & set(lin.tlsa)], err)
-            return False
-        return True
+            self.fail(batch, batch, err)
+            return
+        for name, text in changes.lines:
+            self.say(name, text)
+        for name, st in changes.states.items():
+            batch[name] = (batch[name][0], self.save(st))
+        if not changes.changes or self.dry_run:
+            return
+        fault_point("before-publish")
+        self._apply(batch, changes)
+        fault_point("after-publish")
 
-    # -- disk and services ---------------------------------------------------------------
+    # -- gate: rollover.gate per staged lineage, then the swap -------------------------------
+    def gate(self, batch: Batch, force: bool) -> None:
+        """Observe every staged lineage's owners on every server at once; swap those whose gate is open."""
+        staged = {name: (lin, st) for name, (lin, st) in batch.items() if st.staged is not None}
+        if not staged:
+            return
+        owners = {name: self.owners(lin) for name, (lin, _) in staged.items()}
+        observed = zone.observe(self.client, sorted({o for found in owners.values() for o in found}))
+        for name, (lineage, st) in staged.items():
+            result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now())
+            for lag in result.lagging:
+                self.say(name, f"lagging: {lag}")
+            st = self.save(rollover.with_gate(st, result, self.now()))
+            batch[name] = (lineage, st)
+            if not (result.ready or force):
+                when = f" until {utc(result.safe_at)}" if result.safe_at else ""
+                self.say(name, f"not deploying yet: {result.reason}{when}")
+                continue
+            if not result.ready:
+                self.say(name, f"EMERGENCY deploy before the gate ({result.reason}): DANE-validating senders "
+                               "that cached the old TLSA RRset will defer mail until it expires")
+            try:
+                batch[name] = (lineage, self.go_live(lineage, st))
+            except DaneError as err:
+                self.fail(batch, [name], err)
+
     def go_live(self, lineage: LineageSettings, st: LineageState) -> LineageState:
         """Swap the staged version in atomically; the state is written right after the rename."""
         assert st.staged is not None
@@ -165,6 +204,7 @@ class Rollout:
         self.store.prune_staging(lineage.name, None)
         return st
 
+    # -- reload and verify ---------------------------------------------------------------
     def reload_and_verify(self, batch: Batch) -> None:
         """Reload each distinct command once for all swapped lineages, verify each, mark them verified."""
         swapped = {name: (lin, st) for name, (lin, st) in batch.items() if st.unverified}
@@ -201,12 +241,13 @@ class Rollout:
         assert st.deployed is not None
         for target in lineage.verify:
             name = f"_{target.port}._tcp.{target.host.lower()}."
+            owner = self._owners.get(name, name)
             der = verify.served_certificate(target, lineage.verify_address)
-            published = zone.on_primary(self.client, [name])[name].values | {
-                p.value for p in st.published if p.name == name}
+            published = zone.on_primary(self.client, [owner])[owner].values | {
+                p.value for p in st.published if p.name == owner}
             live = set(st.deployed.records) & published
             if not live:
-                raise VerifyFailed(f"{target}: no TLSA record of the deployed certificate is published at {name}; "
+                raise VerifyFailed(f"{target}: no TLSA record of the deployed certificate is published at {owner}; "
                                    "is this name in the lineage's tlsa list?")
             served = certificate.fingerprint_der(der)
             if not (served_leaf_matches(der, live) or served == st.deployed.fingerprint):
@@ -215,7 +256,73 @@ class Rollout:
                                    "kept: DANE senders still accept the old certificate")
             self.say(lineage.name, f"verified {target}: serves the deployed certificate")
 
-    # -- the steps after staging and gating, shared by hooks and the timer ----------------
+    # -- retire: plan.retire, checked against the certificates on disk ----------------------
+    def retire(self, batch: Batch) -> None:
+        """Remove our records no lineage of this host wants, with the last claim on them (state written after).
+
+        A lineage whose certificate on disk is not the one its state says is deployed (changed by
+        hand?) retires nothing: its records might be the ones senders need now (I2).
+        """
+        intents = []
+        for name, (lineage, st) in batch.items():
+            on_disk = self.store.deployed_fingerprint(name)
+            if st.deployed is not None and on_disk != st.deployed.fingerprint and not self.dry_run:
+                self.say(name, f"not retiring: {self.store.live_dir(name)} holds certificate "
+                               f"{(on_disk or 'none')[:16]}, not the deployed {st.deployed.fingerprint[:16]}")
+                continue
+            intents.append(plan.Intent(name, self.owners(lineage), st))
+        keep, protected = self._keep(batch)
+        if not plan.to_retire(intents, keep):
+            return
+        try:
+            claims = zone.claims(self.client, plan.to_retire(intents, keep))
+        except DnsError as err:
+            self.fail(batch, [i.lineage for i in intents], err)
+            return
+        changes = plan.retire(intents, keep, claims, self.instance())
+        changes.check(protected, {(p.name, p.value) for i in intents for p in i.state.published}, self.instance())
+        for name, text in changes.lines:
+            self.say(name, text)
+        if self.dry_run or not self._apply(batch, changes):
+            return
+        fault_point("after-retire")
+        for name, st in changes.states.items():
+            if name in batch:
+                batch[name] = (batch[name][0], self.save(st))
+
+    def _keep(self, batch: Batch) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+        """Per owner: what some configured lineage wants there (keep), and what a deployed certificate needs.
+
+        The protected records are computed from the certificates on disk with today's params, whatever
+        the state files say (I2).
+        """
+        keep: dict[str, set[str]] = {}
+        protected: dict[str, set[str]] = {}
+        for lineage in self.config.lineages.values():
+            st = batch[lineage.name][1] if lineage.name in batch else state.load_lineage(self.config.state_dir,
+                                                                                         lineage.name)
+            deployed = certstore.read_dir(self.store.live_dir(lineage.name))
+            live = {r.to_text() for r in certificate.tlsa_records(deployed, lineage.params)} if deployed else set()
+            try:
+                owners = self.owners(lineage)
+            except DnsError:
+                owners = lineage.tlsa
+            for owner in owners:
+                protected.setdefault(owner, set()).update(live)
+                keep.setdefault(owner, set()).update(live, rollover.wanted_values(st))
+        return ({o: frozenset(v) for o, v in keep.items()}, {o: frozenset(v) for o, v in protected.items()})
+
+    def _apply(self, batch: Batch, changes: plan.Plan) -> bool:
+        """Send a plan's DNS changes; on failure, fail the lineages whose names it touched."""
+        try:
+            zone.apply(self.client, add=changes.add, remove=changes.remove, require=changes.require)
+        except DnsError as err:
+            touched = {plan.owner_of_claim(r.name) or r.name for r in (*changes.add, *changes.remove)}
+            self.fail(batch, [n for n, (lin, _) in batch.items() if touched & set(self.owners(lin))], err)
+            return False
+        return True
+
+    # -- the phases after staging and gating, shared by hooks and the timer ----------------
     def finish(self, batch: Batch) -> None:
         """Publish what is missing, then settle."""
         self.publish(batch)
@@ -257,11 +364,12 @@ def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSe
                            tuple(r.to_text() for r in certificate.tlsa_records(certs, lineage.params)))
     st = current(rollout, lineage)
     try:
-        on_primary: dict[str, Answer] | None = zone.on_primary(rollout.client, lineage.tlsa)
+        owners = rollout.owners(lineage)
+        on_primary: dict[str, Answer] | None = zone.on_primary(rollout.client, owners)
         dns_error = None
     except DnsError as err:  # stage anyway, so that nothing is lost; the next run publishes
-        on_primary, dns_error = None, err
-    shared_live = any(other.deployed is not None for _, other in _sharing(rollout, lineage, {}).values())
+        owners, on_primary, dns_error = lineage.tlsa, None, err
+    shared_live = any(other.deployed is not None for _, other in rollout._sharing(lineage, owners, {}).values())
     staged = rollover.stage(st, new, on_primary, now, shared_live)
     if staged == st:
         rollout.say(lineage.name, f"certificate {new.fingerprint[:16]} is already deployed or staged")
@@ -283,23 +391,38 @@ def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSe
     return st
 
 
-def _sharing(rollout: Rollout, lineage: LineageSettings, batch: Batch) -> Batch:
-    """The other configured lineages that share a TLSA name with `lineage`, with their states."""
-    names = set(lineage.tlsa)
-    return {other.name: (other, batch[other.name][1] if other.name in batch
-                         else state.load_lineage(rollout.config.state_dir, other.name))
-            for other in rollout.config.lineages.values()
-            if other.name != lineage.name and names & set(other.tlsa)}
-
-
 def current(rollout: Rollout, lineage: LineageSettings) -> LineageState:
-    """The lineage's state, reconciled with the certificate actually deployed (after a crash)."""
+    """The lineage's state, reconciled with the certificates actually on disk.
+
+    After a crash past the swap, the staged version is the deployed one. Each version's records
+    are recomputed from its certificate with today's params (a changed config, an edited state file).
+    """
     st = state.load_lineage(rollout.config.state_dir, lineage.name)
     fixed = rollover.reconcile(st, rollout.store.deployed_fingerprint(lineage.name))
     if fixed != st:
         rollout.say(lineage.name, "the last run stopped after the swap; recording the deployed certificate")
-        st = rollout.save(fixed)
-    return st
+    deployed = certstore.read_dir(rollout.store.live_dir(lineage.name)) if fixed.deployed else None
+    staged = None
+    if fixed.staged is not None:
+        try:
+            staged = rollout.store.read_staged(lineage.name, fixed.staged.fingerprint)
+        except StateError:
+            staged = None  # reported when the swap needs it
+    refreshed = rollover.refresh(
+        fixed,
+        _records(deployed, lineage) if deployed and fixed.deployed
+        and certificate.fingerprint(deployed.cert) == fixed.deployed.fingerprint else None,
+        _records(staged, lineage) if staged else None)
+    if refreshed != fixed:
+        rollout.say(lineage.name, "records recomputed from the certificates on disk with params "
+                                  f"{', '.join(str(p) for p in lineage.params)}")
+    if refreshed != st:
+        rollout.save(refreshed)
+    return refreshed
+
+
+def _records(certs: certificate.CertSet, lineage: LineageSettings) -> tuple[str, ...]:
+    return tuple(r.to_text() for r in certificate.tlsa_records(certs, lineage.params))
 
 
 def _newer_than_known(rollout: Rollout, lineage: str, found: certificate.CertSet, st: LineageState) -> bool:
@@ -331,33 +454,6 @@ def _load(rollout: Rollout, lineage: LineageSettings) -> LineageState | None:
     return st
 
 
-def _gate(rollout: Rollout, batch: Batch, force: bool) -> None:
-    """Observe every staged lineage's names on every server at once; swap those whose gate is open."""
-    staged = {name: (lin, st) for name, (lin, st) in batch.items() if st.staged is not None}
-    if not staged:
-        return
-    observed = zone.observe(rollout.client, sorted({n for lin, _ in staged.values() for n in lin.tlsa}))
-    for name, (lineage, st) in staged.items():
-        result = rollover.gate(st, {n: observed[n] for n in lineage.tlsa}, rollout.now())
-        for lag in result.lagging:
-            rollout.say(name, f"lagging: {lag}")
-        st = rollout.save(rollover.with_gate(st, result))
-        if result.ready or force:
-            if not result.ready:
-                rollout.say(name, f"EMERGENCY deploy before the gate ({result.reason}): DANE-validating senders "
-                                  "that cached the old TLSA RRset will defer mail until it expires")
-            try:
-                st = rollout.go_live(lineage, st)
-            except DaneError as err:
-                batch[name] = (lineage, st)
-                rollout.fail(batch, [name], err)
-                continue
-        else:
-            when = f" until {utc(result.safe_at)}" if result.safe_at else ""
-            rollout.say(name, f"not deploying yet: {result.reason}{when}")
-        batch[name] = (lineage, st)
-
-
 def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = False) -> dict[str, str]:
     """Steps 3-6 for the named (default: every configured) lineages, under the lock.
 
@@ -377,7 +473,7 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
                 batch[name] = (lineage, st)
         rollout.publish(batch)
         try:
-            _gate(rollout, batch, force)
+            rollout.gate(batch, force)
         except DnsError as err:
             rollout.fail(batch, batch, err)
         rollout.settle(batch)

@@ -33,26 +33,40 @@ class Record:
         return f"{self.name} {self.rdtype} {self.value}"
 
 
+@dataclass(frozen=True, order=True)
+class Require:
+    """An RFC 2136 prerequisite: the RRset at name/type is exactly `values`, or (values None) does not exist."""
+
+    name: str
+    rdtype: str
+    values: frozenset[str] | None = None
+
+
 @dataclass(frozen=True)
 class ZoneUpdate:
-    """The records to add and remove in one zone: exactly one RFC 2136 UPDATE message."""
+    """The records to add and remove in one zone, under prerequisites: one RFC 2136 UPDATE message."""
 
     zone: str
     add: tuple[Record, ...] = ()
     remove: tuple[Record, ...] = ()
+    require: tuple[Require, ...] = ()
 
 
-def group_by_zone(zone_of: dict[str, str], add: Iterable[Record] = (),
-                  remove: Iterable[Record] = ()) -> list[ZoneUpdate]:
-    """Split additions and removals into one ZoneUpdate per zone, zones in sorted order."""
+def group_by_zone(zone_of: dict[str, str], add: Iterable[Record] = (), remove: Iterable[Record] = (),
+                  require: Iterable[Require] = ()) -> list[ZoneUpdate]:
+    """Split additions, removals and prerequisites into one ZoneUpdate per zone, zones in sorted order."""
     adds: dict[str, list[Record]] = defaultdict(list)
     removes: dict[str, list[Record]] = defaultdict(list)
+    requires: dict[str, list[Require]] = defaultdict(list)
     for record in add:
         adds[zone_of[record.name]].append(record)
     for record in remove:
         removes[zone_of[record.name]].append(record)
+    for prerequisite in require:
+        requires[zone_of[prerequisite.name]].append(prerequisite)
     return [
-        ZoneUpdate(zone, tuple(sorted(set(adds[zone]))), tuple(sorted(set(removes[zone]))))
+        ZoneUpdate(zone, tuple(sorted(set(adds[zone]))), tuple(sorted(set(removes[zone]))),
+                   tuple(sorted(set(requires[zone]))))
         for zone in sorted(set(adds) | set(removes))
     ]
 

@@ -6,10 +6,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from certbot_dane.config import Endpoint
-from certbot_dane.records import Answer, Record
+from certbot_dane.records import Answer, NoAnswer, Record, Reply
 
-#: What each server answered for each TLSA name: an Answer, or a string saying why there is none.
-Observation = Mapping[str, Mapping[Endpoint, "Answer | str"]]
+#: What each server answered for each TLSA owner name (where the RRset lives, after CNAMEs).
+Observation = Mapping[str, Mapping[Endpoint, Reply]]
+
+#: How far a run's clock may lag the latest run's before the run stops counting time (NTP jitter).
+CLOCK_SLACK = 2.0
 
 
 BOOTSTRAP = "bootstrap: no TLSA RRset exists yet, so no sender can fail"
@@ -31,6 +34,7 @@ class Staged(Version):
     served_at: float | None = None  # when every server first served all its records
     old_ttl: int = 0                # TTL of the RRsets before pre-publishing
     no_wait: str | None = None      # why no wait is needed (records already published and aged)
+    names: tuple[str, ...] = ()     # the owner names the clock (and no_wait) were decided for
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class Published:
     name: str
     value: str
     at: float
+    claimed: bool = False  # our ownership claim (see `claims`) was published next to it
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class LineageState:
     ttl_seen_at: float = 0.0         # ... and when it was last seen served (refreshed once per TTL)
     ttl_dropped: bool = False        # a shorter TTL was noticed: ttl_seen_at is that first notice
     error: str | None = None         # the last failure, shown by `status`
+    clock_high: float = 0.0          # the latest clock reading of any run: a clock behind it counts no time
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,7 @@ class Gate:
     safe_at: float | None
     reason: str
     lagging: tuple[str, ...] = ()
+    staged: Staged | None = None  # the staged version with the clock as this gate left it
 
 
 @dataclass(frozen=True)
@@ -143,7 +150,8 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
     Unchanged when `new` is already deployed or staged. Otherwise `new` is staged, replacing any
     older staged version, and needs no wait (goes live at once) on bootstrap (nothing ever deployed
     and no name has a TLSA RRset) or when all its records are already live (reused key, selector 1).
-    `on_primary` None means DNS could not be asked: no bootstrap then, the normal gate decides.
+    `on_primary` (keyed by owner name, after CNAMEs) None means DNS could not be asked, and an
+    answer other than NOERROR/NXDOMAIN means nothing is known: no bootstrap then, the gate decides.
     `shared_live`: another lineage with something deployed shares a TLSA name: no bootstrap either
     (its records may be missing from the RRset only because its own update failed).
     """
@@ -151,6 +159,8 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
         return state
     if state.staged and state.staged.fingerprint == new.fingerprint:
         return state
+    if on_primary is not None and not all(a.definite for a in on_primary.values()):
+        on_primary = None  # SERVFAIL & co. say nothing about the RRset: no bootstrap, the gate decides
     old_ttl = max((a.ttl or 0 for a in (on_primary or {}).values()), default=0)
     live = set(state.deployed.records) if state.deployed else set()
     if (state.deployed is None and on_primary is not None and not shared_live
@@ -160,43 +170,61 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
         no_wait = "its records are already published and aged (same key)"
     else:
         no_wait = None
-    return replace(state, staged=Staged(new.fingerprint, new.records, now, None, old_ttl, no_wait), error=None)
+    names = tuple(sorted(on_primary)) if on_primary is not None else ()
+    return replace(state, staged=Staged(new.fingerprint, new.records, now, None, old_ttl, no_wait, names),
+                   error=None, clock_high=max(state.clock_high, now))
 
 
 def gate(state: LineageState, observed: Observation, now: float) -> Gate:
-    """RFC 7671 §8.1: every server serves the staged records, then 2 x max(old TTL, new TTL) passes."""
+    """RFC 7671 §8.1: every server serves the staged records, then 2 x max(old TTL, new TTL) passes.
+
+    The clock belongs to the owner names it was started for (`Staged.names`): when the names
+    observed now differ (a name added to the lineage, a CNAME re-pointed), it starts again, and a
+    no-wait decision taken for other names no longer holds. A run whose clock is behind the latest
+    run's starts no clock and opens no gate (`clock_high`).
+    """
     staged = state.staged
     if staged is None:
         return Gate(False, None, None, "nothing staged")
-    others = {v for answers in observed.values() for a in answers.values() if not isinstance(a, str)
+    names = tuple(sorted(observed))
+    if staged.names != names:
+        staged = replace(staged, names=names, served_at=None, no_wait=None)
+    others = {v for answers in observed.values() for a in answers.values() if isinstance(a, Answer)
               for v in a.values} - set(staged.records)
     if staged.no_wait == BOOTSTRAP and others:
         staged = replace(staged, no_wait=None)  # an RRset appeared since: the bootstrap decision is stale
+    if now + CLOCK_SLACK < state.clock_high:
+        return Gate(False, staged.served_at, None, f"this host's clock is {state.clock_high - now:.0f}s behind "
+                    "the latest run's: not counting time until it catches up", staged=staged)
     if staged.no_wait:
-        return Gate(True, staged.served_at, now, f"no wait: {staged.no_wait}")
+        return Gate(True, staged.served_at, now, f"no wait: {staged.no_wait}", staged=staged)
     lagging, ttls = [], [staged.old_ttl]
     for name, answers in sorted(observed.items()):
         for server, answer in sorted(answers.items(), key=lambda kv: str(kv[0])):
-            if isinstance(answer, str):
-                lagging.append(f"{server} for {name}: {answer}")
+            if isinstance(answer, NoAnswer):
+                lagging.append(f"{server} for {name}: no answer: {answer.reason}")
+            elif not answer.definite:
+                lagging.append(f"{server} for {name}: answered {answer.rcode} (unknown, not 'no records')")
             elif not set(staged.records) <= answer.values:
                 lagging.append(f"{server} for {name}: serves {answer.describe()}")
             else:
                 ttls.append(answer.ttl or 0)
     if lagging:
         return Gate(False, None, None, f"waiting for {len(lagging)} server answer(s) to include the new records",
-                    tuple(lagging))
+                    tuple(lagging), replace(staged, served_at=None))
     served_at = staged.served_at if staged.served_at is not None else now
+    staged = replace(staged, served_at=served_at)
     safe_at = served_at + 2 * max(ttls)
     # an RRset cached before the TTL was lowered may outlive the gate computed from today's TTL
     lowered = state.ttl_seen_at + 2 * state.ttl_seen if state.ttl_seen > max(ttls) else 0.0
     if now < safe_at:
         return Gate(False, served_at, max(safe_at, lowered),
-                    f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire")
+                    f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire", staged=staged)
     if now < lowered:
         return Gate(False, served_at, lowered, f"the TTL was {state.ttl_seen}s until lately: waiting 2 x that "
-                                               "for caches holding the old RRset to expire")
-    return Gate(True, served_at, max(safe_at, lowered), "every server has served the new records for 2 x TTL")
+                                               "for caches holding the old RRset to expire", staged=staged)
+    return Gate(True, served_at, max(safe_at, lowered), "every server has served the new records for 2 x TTL",
+                staged=staged)
 
 
 def remember_ttl(state: LineageState, ttl: int, now: float) -> LineageState:
@@ -215,11 +243,12 @@ def remember_ttl(state: LineageState, ttl: int, now: float) -> LineageState:
     return state
 
 
-def with_gate(state: LineageState, result: Gate) -> LineageState:
-    """State with the gate's clock recorded (a lagging server resets it)."""
-    if state.staged is None or state.staged.served_at == result.served_at:
-        return state
-    return replace(state, staged=replace(state.staged, served_at=result.served_at))
+def with_gate(state: LineageState, result: Gate, now: float) -> LineageState:
+    """State with the gate's clock recorded (a lagging server or a change of names resets it)."""
+    high = max(state.clock_high, now)
+    if state.staged is None or result.staged is None:
+        return state if high == state.clock_high else replace(state, clock_high=high)
+    return replace(state, staged=result.staged, clock_high=high)
 
 
 def swapped(state: LineageState) -> LineageState:
@@ -233,6 +262,21 @@ def reconcile(state: LineageState, on_disk: str | None) -> LineageState:
     """Bring the state in line with the certificate actually deployed (a crash after the swap)."""
     if state.staged and on_disk == state.staged.fingerprint:
         return swapped(state)
+    return state
+
+
+def refresh(state: LineageState, deployed: tuple[str, ...] | None, staged: tuple[str, ...] | None) -> LineageState:
+    """State whose versions carry the records their certificates on disk give with today's params.
+
+    `deployed`/`staged`: the records computed now (None: that version is not on disk, kept as it is).
+    The configuration may have changed (params) and a state file may have been edited: what goes
+    live, and what may never be removed, is what the certificate on disk needs. A staged version
+    whose records changed starts its gate again.
+    """
+    if state.deployed is not None and deployed is not None and deployed != state.deployed.records:
+        state = replace(state, deployed=replace(state.deployed, records=deployed))
+    if state.staged is not None and staged is not None and staged != state.staged.records:
+        state = replace(state, staged=replace(state.staged, records=staged, served_at=None, no_wait=None))
     return state
 
 

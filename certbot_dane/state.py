@@ -62,11 +62,14 @@ def write_json(path: Path, value: Any) -> None:
 def read_json(path: Path, default: Any = None) -> Any:
     """Read a JSON document; `default` if the file does not exist; StateError if unreadable/corrupt."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return default
     except OSError as err:
         raise StateError(f"cannot read state file {path}: {err.strerror}") from err
+    except UnicodeDecodeError as err:
+        raise StateError(f"state file {path} is not UTF-8 ({err.reason} at byte {err.start}); it was left "
+                         "as it is: repair or remove it by hand") from err
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -90,9 +93,18 @@ def locked(state_dir: Path, wait: bool = True) -> Iterator[None]:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise LockBusy(f"another certbot-dane run holds {path}; try again when it has finished") from err
             raise StateError(f"cannot lock {path}: {err.strerror}") from err
+        _remove_leftovers(state_dir)
         yield
     finally:
         os.close(fd)
+
+
+def _remove_leftovers(state_dir: Path) -> None:
+    """Delete the temp files of writes killed half-way (only lock holders write, so none is in progress)."""
+    for directory in (state_dir, state_dir / "lineages"):
+        for leftover in directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def lineage_path(state_dir: Path, lineage: str) -> Path:
@@ -101,31 +113,75 @@ def lineage_path(state_dir: Path, lineage: str) -> Path:
 
 
 def load_lineage(state_dir: Path, lineage: str) -> LineageState:
-    """A lineage's state (empty when never seen); StateError when the file is corrupt."""
+    """A lineage's state (empty when never seen); StateError when the file is corrupt or mistyped."""
     path = lineage_path(state_dir, lineage)
     data = read_json(path)
     if data is None:
         return LineageState(lineage)
     try:
+        if not isinstance(data, dict) or not isinstance(data.get("lineage"), str):
+            raise TypeError("not a JSON object with a lineage name")
         return LineageState(
             lineage=data["lineage"],
             deployed=_version(Version, data.get("deployed")),
             previous=_version(Version, data.get("previous")),
             staged=_version(Staged, data.get("staged")),
-            published=tuple(Published(**p) for p in data.get("published", [])),
-            unverified=bool(data.get("unverified", False)),
-            ttl_seen=int(data.get("ttl_seen", 0)),
-            ttl_seen_at=float(data.get("ttl_seen_at", 0.0)),
-            ttl_dropped=bool(data.get("ttl_dropped", False)),
-            error=data.get("error"),
+            published=tuple(_published(p) for p in _list(data.get("published", []))),
+            unverified=_typed(data.get("unverified", False), bool),
+            ttl_seen=_typed(data.get("ttl_seen", 0), int),
+            ttl_seen_at=float(_typed(data.get("ttl_seen_at", 0.0), (int, float))),
+            ttl_dropped=_typed(data.get("ttl_dropped", False), bool),
+            error=_typed(data.get("error"), (str, type(None))),
+            clock_high=float(_typed(data.get("clock_high", 0.0), (int, float))),
         )
-    except (KeyError, TypeError) as err:
-        raise StateError(f"state file {path} is not a certbot-dane lineage state ({err!r}); "
+    except (KeyError, TypeError, ValueError) as err:
+        raise StateError(f"state file {path} is not a certbot-dane lineage state ({err}); "
                          "it was left as it is: repair or remove it by hand") from err
 
 
-def _version(cls: type[V], data: dict[str, Any] | None) -> V | None:
-    return None if not data else cls(**{**data, "records": tuple(data["records"])})
+def _typed(value: Any, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int, float))):
+        raise TypeError(f"{value!r} is not {kind}")
+    return value
+
+
+def _list(value: Any) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{value!r} is not a list")
+    return value
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    return tuple(_typed(v, str) for v in _list(value))
+
+
+def _published(data: Any) -> Published:
+    if not isinstance(data, dict):
+        raise TypeError(f"published record {data!r} is not an object")
+    return Published(_typed(data["name"], str), _typed(data["value"], str), float(_typed(data["at"], (int, float))),
+                     _typed(data.get("claimed", False), bool))
+
+
+def _version(cls: type[V], data: Any) -> V | None:
+    if not data:
+        return None
+    if not isinstance(data, dict):
+        raise TypeError(f"version {data!r} is not an object")
+    fields = {f.name: f.type for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(fields)
+    if unknown:
+        raise TypeError(f"unknown fields {sorted(unknown)}")
+    values = {**data, "fingerprint": _typed(data["fingerprint"], str), "records": _texts(data["records"])}
+    if "names" in data:
+        values["names"] = _texts(data["names"])
+    for key in ("staged_at", "old_ttl"):
+        if key in data:
+            values[key] = _typed(data[key], (int, float))
+    if data.get("served_at") is not None:
+        values["served_at"] = float(_typed(data["served_at"], (int, float)))
+    if data.get("no_wait") is not None:
+        values["no_wait"] = _typed(data["no_wait"], str)
+    return cls(**values)
 
 
 def save_lineage(state_dir: Path, state: LineageState) -> None:
@@ -134,4 +190,34 @@ def save_lineage(state_dir: Path, state: LineageState) -> None:
     for key in ("deployed", "previous", "staged"):
         if data[key] is not None:
             data[key]["records"] = list(data[key]["records"])
+            if "names" in data[key]:
+                data[key]["names"] = list(data[key]["names"])
     write_json(lineage_path(state_dir, state.lineage), data)
+
+
+INSTANCE_FILE = "instance"
+
+
+def instance_id(state_dir: Path, create: bool = True) -> str:
+    """This installation's name in ownership claims: random, made once, kept in the state directory.
+
+    Two hosts (or two state directories) are two instances. With `create` False (dry runs) a missing
+    id is not written: "new-instance" stands in for it.
+    """
+    path = state_dir / INSTANCE_FILE
+    try:
+        found = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        found = ""
+    except (OSError, UnicodeDecodeError) as err:
+        raise StateError(f"cannot read {path}: {err}") from err
+    if found:
+        if not found.isalnum() or len(found) > 32:
+            raise StateError(f"{path} holds {found[:40]!r}, not an instance id (letters and digits): "
+                             "repair or remove it by hand")
+        return found
+    if not create:
+        return "new-instance"
+    made = os.urandom(8).hex()
+    atomic_write(path, (made + "\n").encode())
+    return made

@@ -135,6 +135,14 @@ class ModelDns:
         self.versions: list[dict[str, RRset]] = [{}]
         self.servers = [Server(PRIMARY)] + [Server(Endpoint(f"192.0.2.{i + 2}", 53)) for i in range(secondaries)]
         self.next_update_fails: str | None = None
+        #: TXT RRsets (ownership claims) on the primary; the model's senders never ask for them.
+        self.txt: dict[str, frozenset[str]] = {}
+        #: CNAMEs (alias -> target) in the zone; a TLSA question at an alias is answered from the target.
+        self.cnames: dict[str, str] = {}
+        #: The next UPDATE is answered NOERROR but not applied (a PowerDNS Lua policy that drops records).
+        self.next_update_dropped = False
+        #: The primary answers TLSA questions at these names with this rcode (SERVFAIL: a zone that fails to load).
+        self.rcodes: dict[str, str] = {}
         self.crash: Callable[[str], None] = lambda label: None
         #: Called with (update, records actually removed, names whose RRset TTL the update changed).
         self.on_update: list[Callable[[ZoneUpdate, set[tuple[str, str]], set[str]], None]] = []
@@ -190,16 +198,37 @@ class ModelDns:
             raise UpdateRejected(f"{PRIMARY} answered {failure} to UPDATE of zone {change.zone}")
         if failure == "timeout":
             raise ServerUnreachable(f"{PRIMARY}: no answer within 1s (UPDATE of zone {change.zone})")
+        for need in change.require:
+            found = self.txt.get(need.name, frozenset()) if need.rdtype == "TXT" else self.values(need.name)
+            if need.values is None and found:
+                raise UpdateRejected(f"{PRIMARY} answered YXRRSET to UPDATE of zone {change.zone}")
+            if need.values is not None and found != need.values:
+                raise UpdateRejected(f"{PRIMARY} answered NXRRSET to UPDATE of zone {change.zone}")
+        if self.next_update_dropped:
+            self.next_update_dropped = False
+            return
         self.crash("dns:before-update-applied")
+        txt = {n: set(v) for n, v in self.txt.items()}
+        for record in change.remove:
+            if record.rdtype == "TXT":
+                txt.get(record.name, set()).discard(record.value)
+        for record in change.add:
+            if record.rdtype == "TXT":
+                txt.setdefault(record.name, set()).add(record.value)
+        self.txt = {n: frozenset(v) for n, v in txt.items() if v}
         zone = {n: (set(v), t) for n, (v, t) in self.zone.items()}
         removed: set[tuple[str, str]] = set()
         for record in change.remove:
+            if record.rdtype != "TLSA":
+                continue
             values = zone.get(record.name, (set(), 0))[0]
             if record.value in values:
                 values.discard(record.value)
                 removed.add((record.name, record.value))
         retimed: set[str] = set()
         for record in change.add:
+            if record.rdtype != "TLSA":
+                continue
             values, ttl = zone.get(record.name, (set(), record.ttl))
             if values and ttl != record.ttl:
                 retimed.add(record.name)
@@ -235,12 +264,22 @@ class ModelDns:
                 return Answer("NOERROR", frozenset())
             soa = SOA_TEXT.format(serial=server.version + 1, minimum=self.soa_minimum)
             return Answer("NOERROR", frozenset({soa}), self.soa_ttl)
+        if rdtype == "TXT":
+            return Answer("NOERROR", self.txt.get(name, frozenset()))
         if rdtype != "TLSA":
             return Answer("NOERROR", frozenset())
-        rrset = server.view.get(name)
+        if name in self.rcodes and server is self.primary:
+            return Answer(self.rcodes[name], frozenset())
+        alias = self.cnames.get(name)
+        rrset = server.view.get(alias or name)
         if rrset is None:
-            return Answer("NXDOMAIN", frozenset())
-        return Answer("NOERROR", rrset[0], rrset[1])
+            return Answer("NOERROR" if alias else "NXDOMAIN", frozenset(), None, alias)
+        return Answer("NOERROR", rrset[0], rrset[1], alias)
+
+    def owner(self, name: str) -> str:
+        """Where the TLSA RRset of `name` lives (the CNAME target, or the name itself)."""
+        name = absolute(name)
+        return self.cnames.get(name, name)
 
     def negative_ttl(self) -> int:
         """How long a resolver caches NODATA/NXDOMAIN (RFC 2308 §5)."""

@@ -6,7 +6,7 @@ import pytest
 
 from certbot_dane import rollover
 from certbot_dane.config import Endpoint
-from certbot_dane.records import Answer
+from certbot_dane.records import Answer, NoAnswer
 from certbot_dane.rollover import LineageState, Published, Staged, UnsafePlan, Version
 
 N1, N2 = "_25._tcp.mx.example.org.", "_465._tcp.mx.example.org."
@@ -25,7 +25,7 @@ def ours(version: Version, at: float = 0.0) -> tuple[Published, ...]:
 
 
 def staged_state(served_at: float | None = None) -> LineageState:
-    return LineageState("mx", deployed=OLD, staged=Staged(NEW.fingerprint, NEW.records, 100.0, served_at, 60),
+    return LineageState("mx", deployed=OLD, staged=Staged(NEW.fingerprint, NEW.records, 100.0, served_at, 60, names=NAMES),
                         published=ours(OLD) + ours(NEW))
 
 
@@ -44,7 +44,7 @@ def test_renewal_is_staged_with_the_old_ttl_and_no_clock_yet():
     st = rollover.stage(LineageState("mx", deployed=OLD), NEW, {N1: answer(*OLD.records, ttl=300),
                                                                 N2: answer(*OLD.records)}, 100.0)
     assert st.deployed == OLD
-    assert st.staged == Staged(NEW.fingerprint, NEW.records, 100.0, None, 300, None)
+    assert st.staged == Staged(NEW.fingerprint, NEW.records, 100.0, None, 300, None, (N1, N2))
 
 
 def test_same_certificate_again_changes_nothing():
@@ -79,7 +79,7 @@ def test_publish_adds_only_missing_records_with_the_rrset_ttl():
 # -- gate ------------------------------------------------------------------------------------
 def observed(*, a: tuple[str, ...], b: tuple[str, ...] | str, ttl: int = 60):
     def one(values):
-        return values if isinstance(values, str) else answer(*values, ttl=ttl)
+        return NoAnswer(values) if isinstance(values, str) else answer(*values, ttl=ttl)
     return {n: {A: one(a), B: one(b)} for n in NAMES}
 
 
@@ -109,14 +109,14 @@ def test_gate_opens_two_ttls_after_every_server_serves(served_at, now, ttl, read
 
 def test_gate_uses_the_old_ttl_when_it_was_longer():
     st = staged_state(200.0)
-    st = st.__class__(**{**st.__dict__, "staged": Staged(NEW.fingerprint, NEW.records, 100.0, 200.0, 600)})
+    st = st.__class__(**{**st.__dict__, "staged": Staged(NEW.fingerprint, NEW.records, 100.0, 200.0, 600, names=NAMES)})
     g = rollover.gate(st, observed(a=NEW.records, b=NEW.records, ttl=60), 400.0)
     assert not g.ready and g.safe_at == 1400.0
 
 
 def test_lagging_again_resets_the_clock():
     st = rollover.with_gate(staged_state(200.0), rollover.gate(staged_state(200.0), observed(a=NEW.records,
-                                                                                            b=OLD.records), 250.0))
+                                                                                            b=OLD.records), 250.0), 250.0)
     assert st.staged and st.staged.served_at is None
 
 

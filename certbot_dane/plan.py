@@ -1,0 +1,194 @@
+"""Change plans: the DNS changes of a run's publish and retire phases, decided from values and checked.
+
+Pure, like `rollover`: the planners take states, what the primary serves and who claims what, and
+return a `Plan` (records to add and remove, prerequisites, the lineage states after it succeeds,
+the lines to report). `Plan.check` refuses, before anything is sent, a plan that would remove a
+record that must stay (I2, I3). `certbot_dane.deploy` applies plans; `--dry-run` only prints them.
+
+Ownership claims coordinate several hosts (and several lineages of one host) that publish the
+same record at the same owner name, sharing nothing but the DNS. Next to each record it publishes,
+a lineage publishes a TXT claim at `<hash of the record>._certbot-dane.<owner>` holding
+"<instance id> <lineage>". A record leaves the RRset only together with the last claim on it, under
+an RFC 2136 prerequisite that the claim RRset is exactly what the remover saw: when another host
+claims the record meanwhile, the server refuses the whole UPDATE (NXRRSET) and nothing is removed.
+A record that exists with no claim when a lineage first wants it was put there by hand: it is
+foreign, gets no claim, and is never removed (I3).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+
+from certbot_dane.records import Answer, Record, Require
+from certbot_dane.rollover import LineageState, Published, UnsafePlan, wanted_values
+
+CLAIM_LABEL = "_certbot-dane"
+
+#: (owner name, TLSA record value): one record of one RRset.
+Pair = tuple[str, str]
+
+
+def claim_name(owner: str, value: str) -> str:
+    """Where the claims on one record live: `<128-bit hash of the record>._certbot-dane.<owner>`."""
+    return f"{hashlib.sha256(value.encode()).hexdigest()[:32]}.{CLAIM_LABEL}.{owner}"
+
+
+def owner_of_claim(name: str) -> str | None:
+    """The TLSA owner a claim name belongs to, None for any other name."""
+    labels = name.split(".", 2)
+    return labels[2] if len(labels) == 3 and labels[1] == CLAIM_LABEL else None
+
+
+def claim_value(instance: str, lineage: str) -> str:
+    """A claim's TXT data in presentation form, as the DNS adapter reads it back."""
+    return f'"{instance} {lineage}"'
+
+
+def claim(owner: str, value: str, instance: str, lineage: str, ttl: int = 0) -> Record:
+    """The TXT record by which `lineage` of `instance` claims record `value` at `owner`."""
+    return Record(claim_name(owner, value), "TXT", claim_value(instance, lineage), ttl)
+
+
+@dataclass(frozen=True)
+class Intent:
+    """One lineage's part in a run: its settings' owner names (after CNAMEs), TTL, and state."""
+
+    lineage: str
+    owners: tuple[str, ...]
+    state: LineageState
+    ttl: Mapping[str, int] = field(default_factory=dict)  # TTL for a new RRset, per owner
+
+
+@dataclass(frozen=True)
+class Plan:
+    """DNS changes for a batch of lineages, and each lineage's state once they are applied."""
+
+    add: tuple[Record, ...] = ()
+    remove: tuple[Record, ...] = ()
+    require: tuple[Require, ...] = ()
+    states: Mapping[str, LineageState] = field(default_factory=dict)
+    lines: tuple[tuple[str, str], ...] = ()  # (lineage, what it will do)
+
+    @property
+    def changes(self) -> bool:
+        """Whether applying the plan sends anything."""
+        return bool(self.add or self.remove)
+
+    def check(self, protected: Mapping[str, frozenset[str]], ours: Iterable[Pair], instance: str) -> None:
+        """Raise UnsafePlan if a removal breaks I2 (a protected value: live somewhere) or I3 (not ours).
+
+        `protected`: per owner, the values no removal may touch (every deployed certificate's records
+        on this host, whatever the state files say); `ours`: the pairs some lineage published.
+        """
+        mine = set(ours)
+        for record in self.remove:
+            if record.rdtype == "TXT":
+                if owner_of_claim(record.name) is None or not record.value.startswith(f'"{instance} '):
+                    raise UnsafePlan(f"refusing to remove {record}: not a claim of this host")
+                continue
+            if record.value in protected.get(record.name, frozenset()):
+                raise UnsafePlan(f"refusing to remove {record}: it matches a deployed certificate")
+            if (record.name, record.value) not in mine:
+                raise UnsafePlan(f"refusing to remove {record}: certbot-dane did not publish it")
+
+
+def to_claim(intents: Iterable[Intent], primary: Mapping[str, Answer]) -> set[Pair]:
+    """The pairs whose claims the publish planner needs: wanted, served, and not yet ours."""
+    return {(owner, value) for intent in intents for owner in intent.owners for value in wanted_values(intent.state)
+            if value in primary[owner].values and (owner, value) not in _published(intent.state)}
+
+
+def publish(intents: Iterable[Intent], primary: Mapping[str, Answer], claims: Mapping[Pair, frozenset[str]],
+            instance: str, now: float) -> Plan:
+    """Add each wanted record the primary lacks, with our claim; claim what another certbot-dane published.
+
+    A record already served with no claim on it is foreign (added by hand): left alone, never ours.
+    The states name every claimed record as ours before the UPDATE is sent (write-ahead).
+    """
+    adds: list[Record] = []
+    states: dict[str, LineageState] = {}
+    lines: list[tuple[str, str]] = []
+    for intent in intents:
+        st, published = intent.state, _published(intent.state)
+        new: list[Published] = []
+        for owner in intent.owners:
+            answer = primary[owner]
+            ttl = answer.ttl or intent.ttl.get(owner, 0)
+            for value in wanted_values(st):
+                mark = claim(owner, value, instance, intent.lineage, ttl)
+                if value not in answer.values:
+                    adds += [Record(owner, "TLSA", value, ttl), mark]
+                    lines.append((intent.lineage, f"publish {owner} TLSA {value[:14]}.."))
+                elif (owner, value) in published:
+                    if not published[(owner, value)].claimed:
+                        adds.append(mark)
+                        lines.append((intent.lineage, f"claim {owner} TLSA {value[:14]}.."))
+                    else:
+                        continue
+                elif claims.get((owner, value)):
+                    adds.append(mark)
+                    lines.append((intent.lineage, f"claim {owner} TLSA {value[:14]}.. (also published by "
+                                                  f"{_who(claims[(owner, value)])})"))
+                else:
+                    continue  # there already, unclaimed: someone's own record; not ours to claim or remove
+                new.append(Published(owner, value, now, claimed=True))
+        if new:
+            keep = tuple(p for p in st.published if (p.name, p.value) not in {(n.name, n.value) for n in new})
+            states[intent.lineage] = replace(st, published=keep + tuple(new))
+    return Plan(add=tuple(adds), states=states, lines=tuple(lines))
+
+
+def to_retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]]) -> set[Pair]:
+    """The pairs the retire planner considers: ours, wanted by no lineage of this host."""
+    return {(p.name, p.value) for intent in intents for p in intent.state.published
+            if p.value not in wanted_values(intent.state) and p.value not in keep.get(p.name, frozenset())}
+
+
+def retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]], claims: Mapping[Pair, frozenset[str]],
+           instance: str) -> Plan:
+    """Remove our records that no lineage of this host wants, together with the last claim on them.
+
+    `keep`: per owner, the values some configured lineage of this host wants (or that match a
+    certificate deployed here); those stay, and stay ours. A record another host or lineage still
+    claims stays too: only our claims go, and the record stops being ours.
+    """
+    intents = list(intents)
+    wanted_by: dict[Pair, list[Intent]] = {}
+    for intent in intents:
+        for pair in to_retire([intent], keep):
+            wanted_by.setdefault(pair, []).append(intent)
+    removes: list[Record] = []
+    require: list[Require] = []
+    lines: list[tuple[str, str]] = []
+    gone: dict[str, set[Pair]] = {}
+    for (owner, value), retiring in sorted(wanted_by.items()):
+        mine = {claim_value(instance, i.lineage) for i in retiring}
+        found = claims.get((owner, value), frozenset())
+        others = found - mine
+        removes += [claim(owner, value, instance, i.lineage) for i in retiring if claim_value(instance, i.lineage)
+                    in found]
+        if others:
+            for intent in retiring:
+                lines.append((intent.lineage, f"release {owner} TLSA {value[:14]}.. (still claimed by "
+                                              f"{_who(others)})"))
+        else:
+            removes.append(Record(owner, "TLSA", value))
+            require.append(Require(claim_name(owner, value), "TXT", found or None))
+            for intent in retiring:
+                lines.append((intent.lineage, f"retire {owner} TLSA {value[:14]}.."))
+        for intent in retiring:
+            gone.setdefault(intent.lineage, set()).add((owner, value))
+    states = {i.lineage: replace(i.state, published=tuple(p for p in i.state.published
+                                                          if (p.name, p.value) not in gone[i.lineage]))
+              for i in intents if i.lineage in gone}
+    return Plan(remove=tuple(removes), require=tuple(require), states=states, lines=tuple(lines))
+
+
+def _published(st: LineageState) -> dict[Pair, Published]:
+    return {(p.name, p.value): p for p in st.published}
+
+
+def _who(claims: frozenset[str]) -> str:
+    return ", ".join(sorted(c.strip('"') for c in claims))
