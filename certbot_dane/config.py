@@ -38,8 +38,11 @@ _DNS_KEYS = {
 _LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "verify_address", "key_group"}
 _VERIFY_SCHEMES = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993,
                    "pop3": 110, "pop3s": 995, "https": 443}
-_TLSA_NAME_RE = re.compile(r"^_(\d{1,5})\._(tcp|udp|sctp)\.(?=.*[a-z0-9])[a-z0-9_.-]+\.?$", re.I)
-_LINEAGE_RE = re.compile(r"^[A-Za-z0-9*_][A-Za-z0-9*_.-]*$")
+# whole strings are matched with fullmatch (a `$` would let a trailing newline through); ASCII only
+_TLSA_NAME_RE = re.compile(r"_([0-9]{1,5})\._(tcp|udp|sctp)\.(?=.*[a-z0-9])[a-z0-9_.-]+\.?", re.I | re.A)
+_LINEAGE_RE = re.compile(r"[A-Za-z0-9*_][A-Za-z0-9*_.-]*")
+_HOST_NAME_RE = re.compile(r"[A-Za-z0-9.-]+")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,8 @@ class VerifyTarget:
     port: int
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,35 @@ def load(path: Path | str | None = None) -> Config:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
     return _Parser(path).parse(data)
+
+
+def split_host_port(text: str) -> tuple[str, int | None]:
+    """`host`, `host:port`, `[IPv6]`, `[IPv6]:port` or a bare IPv6 address -> (host, port or None).
+
+    ValueError says what is wrong (a bad port, not an address or host name).
+    """
+    port_text: str | None = None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError("[...] must hold an IPv6 address") from None
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("not [IPv6] or [IPv6]:PORT")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:  # a host name, an IPv4 address or a bare IPv6 address (no port possible)
+        host = text
+    if port_text is not None and (not _PORT_RE.fullmatch(port_text) or not 0 < int(port_text) < 65536):
+        raise ValueError("bad port")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOST_NAME_RE.fullmatch(host):
+            raise ValueError("not an address or host name") from None
+    return host, int(port_text) if port_text is not None else None
 
 
 def _world_readable(path: Path) -> bool:
@@ -193,14 +226,20 @@ class _Parser:
         self.unknown(table, _DNS_KEYS, "dns.")
         if not table:
             return None
+        port = int(self.number(table, "port", 53, 1, 65535))
         server = table.get("server")
+        primary = Endpoint("", port)
         if not isinstance(server, str) or not server:
             self.problem("dns.server", "missing: the primary's IP address or host name")
-            server = ""
-        port = int(self.number(table, "port", 53, 1, 65535))
-        nameservers = tuple(self.endpoint(v, port) for v in self.string_list(table, "nameservers", "dns.nameservers"))
+        else:
+            primary = self.endpoint("dns.server", server, port) or primary
+            if "port" in table and primary.port != port:
+                self.problem("dns.server", f"{server!r} names port {primary.port} but dns.port is {port}: "
+                                           "give the port once")
+        nameservers = tuple(self.endpoint("dns.nameservers", v, port)
+                            for v in self.string_list(table, "nameservers", "dns.nameservers"))
         return DnsSettings(
-            server=Endpoint(server, port),
+            server=primary,
             key=self.tsig_key(table) or TsigKey("invalid.", DEFAULT_ALGORITHM, b""),
             nameservers=tuple(e for e in nameservers if e is not None),
             timeout=self.number(table, "timeout", 10, 0.1, 600),
@@ -214,27 +253,13 @@ class _Parser:
             return []
         return value
 
-    def endpoint(self, text: str, default_port: int) -> Endpoint | None:
-        host, port = text, default_port
-        if text.startswith("["):
-            host, _, rest = text[1:].partition("]")
-            port_text = rest.removeprefix(":")
-        elif text.count(":") == 1:
-            host, _, port_text = text.partition(":")
-        else:
-            port_text = ""
-        if port_text:
-            if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-                self.problem("dns.nameservers", f"{text!r}: bad port")
-                return None
-            port = int(port_text)
+    def endpoint(self, label: str, text: str, default_port: int) -> Endpoint | None:
         try:
-            ipaddress.ip_address(host)
-        except ValueError:
-            if not re.fullmatch(r"[A-Za-z0-9.-]+", host):
-                self.problem("dns.nameservers", f"{text!r}: not an address or host name")
-                return None
-        return Endpoint(host, port)
+            host, port = split_host_port(text)
+        except ValueError as err:
+            self.problem(label, f"{text!r}: {err}")
+            return None
+        return Endpoint(host, default_port if port is None else port)
 
     def tsig_key(self, table: dict[str, Any]) -> TsigKey | None:
         key_file, secret = table.get("key_file"), table.get("key_secret")
@@ -297,7 +322,7 @@ class _Parser:
 
     def lineage(self, name: str, table: Any) -> LineageSettings | None:
         label = f'lineage."{name}"'
-        if not _LINEAGE_RE.match(name) or ".." in name:
+        if not _LINEAGE_RE.fullmatch(name) or ".." in name:
             self.problem(label, "a lineage name is a certbot certificate name: no '/', no '..'")
             return None
         if not isinstance(table, dict):
@@ -306,7 +331,7 @@ class _Parser:
         self.unknown(table, _LINEAGE_KEYS, f"{label}.")
         names = self.string_list(table, "tlsa", f"{label}.tlsa")
         for tlsa_name in names:
-            if not _TLSA_NAME_RE.match(tlsa_name) or not 0 < int(tlsa_name[1:].split(".")[0]) < 65536:
+            if not _TLSA_NAME_RE.fullmatch(tlsa_name) or not 0 < int(tlsa_name[1:].split(".")[0]) < 65536:
                 self.problem(f"{label}.tlsa", f"{tlsa_name!r} is not a TLSA name like _25._tcp.mx.example.org")
         params = []
         for text in self.string_list(table, "params", f"{label}.params") or ["3 0 1"]:
@@ -323,8 +348,12 @@ class _Parser:
         verify = tuple(v for v in (self.verify_target(label, t) for t in
                                    self.string_list(table, "verify", f"{label}.verify")) if v)
         address = table.get("verify_address")
+        if isinstance(address, str) and address.startswith("[") and address.endswith("]"):
+            address = address[1:-1]  # an IPv6 address written as in a URL
         if address is not None:
             try:
+                if not isinstance(address, str):
+                    raise ValueError(address)
                 ipaddress.ip_address(address)
             except ValueError:
                 self.problem(f"{label}.verify_address", f"{address!r} is not an IP address")
@@ -334,15 +363,16 @@ class _Parser:
 
     def verify_target(self, label: str, text: str) -> VerifyTarget | None:
         scheme, sep, rest = text.partition("://")
-        host, _, port_text = rest.rstrip("/").rpartition(":") if ":" in rest else (rest.rstrip("/"), "", "")
-        if not sep or scheme not in _VERIFY_SCHEMES or not host:
+        if not sep or scheme not in _VERIFY_SCHEMES or not rest.rstrip("/"):
             self.problem(f"{label}.verify", f"{text!r} is not SCHEME://HOST[:PORT] with SCHEME one of "
                          f"{', '.join(_VERIFY_SCHEMES)}")
             return None
-        if port_text and (not port_text.isdigit() or not 0 < int(port_text) < 65536):
-            self.problem(f"{label}.verify", f"{text!r}: bad port")
+        try:
+            host, port = split_host_port(rest.rstrip("/"))
+        except ValueError as err:
+            self.problem(f"{label}.verify", f"{text!r}: {err}")
             return None
-        return VerifyTarget(scheme, host.strip("[]"), int(port_text) if port_text else _VERIFY_SCHEMES[scheme])
+        return VerifyTarget(scheme, host, _VERIFY_SCHEMES[scheme] if port is None else port)
 
     def group(self, label: str, value: Any) -> int | None:
         if value is None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from certbot_dane import config
-from certbot_dane.config import Endpoint
+from certbot_dane.config import Endpoint, VerifyTarget
 from certbot_dane.errors import ConfigError
 from certbot_dane.tlsa import TlsaParams
 
@@ -145,3 +145,71 @@ def test_world_readable_config_without_secret_is_fine(tmp_path, key_file):
     path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n', 0o644)
     assert config.load(path).path == path
     assert os.stat(path).st_mode & 0o004
+
+
+def test_bracketed_ipv6_literals_are_accepted_wherever_a_host_and_port_are_given(tmp_path, key_file):
+    path = write(tmp_path, f'''
+[dns]
+server = "[2001:db8::53]"
+key_file = "{key_file}"
+nameservers = ["[2001:db8::1]", "2001:db8::2", "[2001:db8::3]:5300", "ns1.example.org:5301"]
+[lineage."mx.example.org"]
+tlsa = ["_25._tcp.mx.example.org"]
+verify = ["smtp://[2001:db8::1]", "submissions://[2001:db8::1]:4465/", "imaps://mx.example.org", "pop3s://192.0.2.1:9995"]
+verify_address = "[2001:db8::25]"
+''')
+    cfg = config.load(path)
+    assert cfg.dns.server == Endpoint("2001:db8::53", 53)
+    assert cfg.dns.nameservers == (Endpoint("2001:db8::1", 53), Endpoint("2001:db8::2", 53),
+                                   Endpoint("2001:db8::3", 5300), Endpoint("ns1.example.org", 5301))
+    lineage = cfg.lineages["mx.example.org"]
+    assert lineage.verify == (VerifyTarget("smtp", "2001:db8::1", 25), VerifyTarget("submissions", "2001:db8::1", 4465),
+                              VerifyTarget("imaps", "mx.example.org", 993), VerifyTarget("pop3s", "192.0.2.1", 9995))
+    assert [str(v) for v in lineage.verify[:2]] == ["smtp://[2001:db8::1]:25", "submissions://[2001:db8::1]:4465"]
+    assert lineage.verify_address == "2001:db8::25"
+
+
+def test_the_primary_may_carry_its_port(tmp_path, key_file):
+    cfg = config.load(write(tmp_path, f'[dns]\nserver = "[2001:db8::53]:5353"\nkey_file = "{key_file}"\n'
+                                      'nameservers = ["192.0.2.1"]\n'))
+    assert cfg.dns.server == Endpoint("2001:db8::53", 5353)
+    assert cfg.dns.nameservers == (Endpoint("192.0.2.1", 53),)
+
+
+@pytest.mark.parametrize("line, problem", [
+    ('server = "192.0.2.53:5353"\nport = 53', "dns.server: '192.0.2.53:5353' names port 5353 but dns.port is 53"),
+    ('server = "[2001:db8::53]:0"', "dns.server: '[2001:db8::53]:0': bad port"),
+    ('server = "ns1.example.org:"', "dns.server: 'ns1.example.org:': bad port"),
+    ('server = "ns1 example.org"', "dns.server: 'ns1 example.org': not an address or host name"),
+    ('server = "127.0.0.1"\nnameservers = ["[ns1.example.org]:53"]', "'[ns1.example.org]:53': [...] must hold an IPv6"),
+    ('server = "127.0.0.1"\nnameservers = ["[2001:db8::1"]', "'[2001:db8::1': not [IPv6] or [IPv6]:PORT"),
+    ('server = "127.0.0.1"\nnameservers = ["[2001:db8::1]53"]', "not [IPv6] or [IPv6]:PORT"),
+    ('server = "127.0.0.1"\nnameservers = ["192.0.2.1:\u00b2"]', "'192.0.2.1:\u00b2': bad port"),
+    ('server = "127.0.0.1"\nnameservers = ["192.0.2.1:53\\n"]', "bad port"),
+    ('server = "127.0.0.1"\nnameservers = ["ns1.example.org\\n"]', "not an address or host name"),
+])
+def test_bad_host_and_port_is_named_with_its_key(tmp_path, key_file, line, problem):
+    path = write(tmp_path, f'[dns]\n{line}\nkey_file = "{key_file}"\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert problem in str(info.value)
+
+
+@pytest.mark.parametrize("lineage, problem", [
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nverify = ["smtp://[2001:db8::1]:0"]',
+     "'smtp://[2001:db8::1]:0': bad port"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nverify = ["smtp://[mx.org]"]', "must hold an IPv6 address"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nverify = ["smtp://mx.org:25\\n"]', "bad port"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nverify = ["smtp://mx.org/x"]', "not an address or host name"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nverify = ["smtp://"]', "is not SCHEME://HOST[:PORT]"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nverify_address = 5', "5 is not an IP address"),
+    ('[lineage."mx\\n"]\ntlsa = ["_25._tcp.mx.org"]', "a lineage name is a certbot certificate name"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.org\\n"]', "is not a TLSA name"),
+    ('[lineage."mx"]\ntlsa = ["_25._tcp.mx.\u212a.org"]', "is not a TLSA name"),  # KELVIN SIGN, a `k` to re.I
+    ('[lineage."mx"]\ntlsa = ["_\u0662\u0665._tcp.mx.org"]', "is not a TLSA name"),  # ARABIC-INDIC 25, a \\d
+])
+def test_bad_lineage_values_are_refused_whole_strings_only(tmp_path, key_file, lineage, problem):
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n{lineage}\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert problem in str(info.value)

@@ -245,3 +245,14 @@ def test_reload_of_a_mismatched_pair_fails_and_keeps_serving_the_old_certificate
         with pytest.raises(ReloadFailed, match="exited 1: tlsendpoint: reload failed: .*cannot load"):
             services.reload("lin", [endpoint.reload_command])
     assert endpoint.reloads == 0
+
+
+def test_an_ipv6_literal_endpoint_is_fetched_and_named_in_brackets(certs: dict[str, TestCert]) -> None:
+    cert = certs["ecdsa"]
+    with TlsEndpoint("smtp", cert.fullchain, cert.privkey, host="::1") as endpoint:
+        der = served_certificate(VerifyTarget("smtp", "::1", endpoint.port))
+        port = endpoint.port
+    assert hashlib.sha256(der).hexdigest() == cert.fingerprint
+    assert endpoint.sni == [None], "no SNI for an address"
+    with pytest.raises(VerifyFailed, match=rf"^smtp://\[::1\]:{port}: cannot fetch the certificate"):
+        served_certificate(VerifyTarget("smtp", "::1", port))
