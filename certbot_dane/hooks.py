@@ -11,7 +11,7 @@ from pathlib import Path
 from certbot_dane import certstore, challenge, config, state, zone
 from certbot_dane import deploy as rollout_module
 from certbot_dane.dnsclient import DnsClient
-from certbot_dane.errors import DaneError
+from certbot_dane.errors import DaneError, UpdateRejected, ZoneNotFound
 from certbot_dane.records import Record
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ def _save(path: Path, added: list[Record], pending: list[Record]) -> None:
     })
 
 
+def _with(records: list[Record], record: Record) -> list[Record]:
+    return records if record in records else records + [record]
+
+
 def _challenge_record(env: Mapping[str, str]) -> Record:
     domain, validation = env.get("CERTBOT_DOMAIN"), env.get("CERTBOT_VALIDATION")
     if not domain or not validation:
@@ -48,13 +52,21 @@ def auth(env: Mapping[str, str]) -> None:
     path = settings.state_dir / STATE_FILE
     with state.locked(settings.state_dir):
         added, pending = _load(path)
-        zone.apply(client, add=[record])
-        _save(path, added + [record], pending + [record])
+        # written down before the UPDATE: if it fails after the primary applied it (answer lost,
+        # not confirmed) or this process dies, the cleanup hook still removes the record
+        _save(path, _with(added, record), pending)
+        try:
+            zone.apply(client, add=[record])
+        except (UpdateRejected, ZoneNotFound):  # one record, one message: the primary changed nothing
+            _save(path, added, pending)
+            raise
+        pending = _with(pending, record)
+        _save(path, _with(added, record), pending)
     if env.get("CERTBOT_REMAINING_CHALLENGES", "0") != "0":
         return
     domains = {"_acme-challenge." + d.removeprefix("*.").lower().rstrip(".") + "."
                for d in env.get("CERTBOT_ALL_DOMAINS", "").split(",") if d}
-    mine = [r for r in pending + [record] if r.name in domains or r == record]
+    mine = [r for r in pending if r.name in domains or r == record]
     challenge.wait(client, mine)
     with state.locked(settings.state_dir):
         added, pending = _load(path)

@@ -67,9 +67,11 @@ class Plugin(common.Plugin, interfaces.Authenticator, interfaces.Installer, inte
         client = DnsClient(self._config().dns)
         records = [challenge.validation_record(a.validation_domain_name(a.identifier.value),
                                                a.validation(a.account_key)) for a in achalls]
+        # written down before the UPDATEs: when one zone's fails after another's succeeded (or the
+        # answer is lost), cleanup still removes every record that may have been added
+        self._published = list(dict.fromkeys(self._published + records))
         try:
             zone.apply(client, add=records)
-            self._published = records
             challenge.wait(client, records)
         except DaneError as err:
             raise errors.PluginError(str(err)) from err
@@ -78,10 +80,8 @@ class Plugin(common.Plugin, interfaces.Authenticator, interfaces.Installer, inte
     def cleanup(self, achalls: list[AnnotatedChallenge]) -> None:
         if not self._published:
             return
-        try:
-            zone.apply(DnsClient(self._config().dns), remove=self._published)
-        except DaneError as err:
-            logger.warning("could not remove the DNS-01 TXT records: %s", err)
+        for err in challenge.remove(DnsClient(self._config().dns), self._published):
+            logger.warning("could not remove DNS-01 TXT records: %s", err)
         self._published = []
 
     # -- installer -----------------------------------------------------------------------

@@ -129,3 +129,14 @@ def test_hooks_outside_certbot_say_how_to_use_them(hook, tmp_path, sandbox):
     done = subprocess.run([str(HOOKS / hook)], env={**env, **hook_env(config)}, capture_output=True, text=True)
     assert done.returncode == 1
     assert "run this as certbot's" in done.stderr
+
+
+def test_a_refused_zone_leaves_no_validation_record_in_the_zone_that_took_its_update(sandbox, tmp_path):
+    # zones are updated in sorted order: example.org. takes its UPDATE, then locked.example. refuses its own
+    config = sandbox.write_config(tmp_path / "dane.toml")
+    done = sandbox.certbot("certonly", "-a", "dane", "--dane-config", str(config), "--cert-name", "half",
+                           "-d", "half.example.org", "-d", "no.locked.example")
+    assert done.returncode != 0
+    assert "answered REFUSED to UPDATE of zone locked.example." in done.stderr
+    assert sandbox.primary.query("_acme-challenge.half.example.org", "TXT") == []
+    assert sandbox.key.secret not in done.stdout + done.stderr
