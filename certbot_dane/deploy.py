@@ -301,13 +301,16 @@ class Rollout:
         for lineage in self.config.lineages.values():
             st = batch[lineage.name][1] if lineage.name in batch else state.load_lineage(self.config.state_dir,
                                                                                          lineage.name)
-            deployed = certstore.read_dir(self.store.live_dir(lineage.name))
-            live = {r.to_text() for r in certificate.tlsa_records(deployed, lineage.params)} if deployed else set()
+            if self.dry_run and lineage.name in batch:  # what the plan would have deployed by now
+                live = set(st.deployed.records if st.deployed else ())
+            else:
+                deployed = certstore.read_dir(self.store.live_dir(lineage.name))
+                live = {r.to_text() for r in certificate.tlsa_records(deployed, lineage.params)} if deployed else set()
             try:
                 owners = self.owners(lineage)
             except DnsError:
                 owners = lineage.tlsa
-            for owner in owners:
+            for owner in {*owners, *(p.name for p in st.published)}:  # names dropped from the config too
                 protected.setdefault(owner, set()).update(live)
                 keep.setdefault(owner, set()).update(live, rollover.wanted_values(st))
         return ({o: frozenset(v) for o, v in keep.items()}, {o: frozenset(v) for o, v in protected.items()})
@@ -339,15 +342,33 @@ class Rollout:
 
 
 def stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet) -> LineageState:
-    """Steps 1-2 on renewal: stage `certs` and pre-publish its records (bootstrap deploys at once).
+    """Steps 1-2 on renewal: stage `certs` and pre-publish its records; a version that needs no wait
+    (bootstrap, same key) goes live once its records are published.
 
-    The caller holds the state directory's lock. Raises the first failure of the run.
+    The lineages sharing an owner name with this one publish in the same UPDATE: a record of theirs
+    missing from the RRset (their own UPDATE failed) must not be left out of the RRset this one creates.
+    The caller holds the state directory's lock. Raises this lineage's failure, if any.
     """
-    batch: Batch = {lineage.name: (lineage, _stage(rollout, lineage, certs))}
-    rollout.finish(batch)
-    if rollout.failures:
-        raise DaneError(next(iter(rollout.failures.values())))
-    return batch[lineage.name][1]
+    st = _stage(rollout, lineage, certs)
+    batch: Batch = {lineage.name: (lineage, st)}
+    try:
+        sharing = rollout._sharing(lineage, rollout.owners(lineage), batch)
+    except DnsError:
+        sharing = {}
+    everyone = {**{n: v for n, v in sharing.items() if v[1].deployed or v[1].staged}, **batch}
+    rollout.publish(everyone)
+    if lineage.name in everyone:
+        batch = {lineage.name: everyone[lineage.name]}
+        staged = batch[lineage.name][1].staged
+        if staged is not None and staged.no_wait:
+            try:
+                rollout.gate(batch, force=False)
+            except DnsError as err:
+                rollout.fail(batch, batch, err)
+        rollout.settle(batch)
+    if lineage.name in rollout.failures:
+        raise DaneError(rollout.failures[lineage.name])
+    return batch[lineage.name][1] if lineage.name in batch else st
 
 
 def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet) -> LineageState:
@@ -384,9 +405,9 @@ def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSe
         if not rollout.dry_run:  # only once the state names the new copy may the older ones go
             rollout.store.prune_staging(lineage.name, new.fingerprint)
         if staged.staged.no_wait:
-            rollout.say(lineage.name, f"no wait needed: {staged.staged.no_wait}")
-            st = rollout.go_live(lineage, st)
+            rollout.say(lineage.name, f"no wait needed once its records are published: {staged.staged.no_wait}")
     if dns_error is not None:
+        rollout.save(replace(st, error=str(dns_error)))
         raise dns_error
     return st
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from certbot_dane.config import Endpoint
 from certbot_dane.records import Answer, NoAnswer, Record, Reply
@@ -24,6 +24,8 @@ class Version:
 
     fingerprint: str
     records: tuple[str, ...]
+    #: its records went through a gate (False: recomputed for new params, never waited for)
+    aged: bool = field(default=True, kw_only=True)
 
 
 @dataclass(frozen=True)
@@ -166,7 +168,7 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
     if (state.deployed is None and on_primary is not None and not shared_live
             and not any(a.values for a in on_primary.values())):
         no_wait: str | None = BOOTSTRAP
-    elif set(new.records) <= live:
+    elif set(new.records) <= live and state.deployed is not None and state.deployed.aged:
         no_wait = "its records are already published and aged (same key)"
     else:
         no_wait = None
@@ -254,7 +256,7 @@ def with_gate(state: LineageState, result: Gate, now: float) -> LineageState:
 def swapped(state: LineageState) -> LineageState:
     """State after the staged version went live: the old one stays wanted until verified."""
     assert state.staged is not None
-    live = Version(state.staged.fingerprint, state.staged.records)
+    live = Version(state.staged.fingerprint, state.staged.records, aged=True)
     return replace(state, previous=state.deployed, deployed=live, staged=None, unverified=True)
 
 
@@ -274,7 +276,7 @@ def refresh(state: LineageState, deployed: tuple[str, ...] | None, staged: tuple
     whose records changed starts its gate again.
     """
     if state.deployed is not None and deployed is not None and deployed != state.deployed.records:
-        state = replace(state, deployed=replace(state.deployed, records=deployed))
+        state = replace(state, deployed=replace(state.deployed, records=deployed, aged=False))
     if state.staged is not None and staged is not None and staged != state.staged.records:
         state = replace(state, staged=replace(state.staged, records=staged, served_at=None, no_wait=None))
     return state

@@ -179,6 +179,8 @@ def _version(cls: type[V], data: Any) -> V | None:
             values[key] = _typed(data[key], (int, float))
     if data.get("served_at") is not None:
         values["served_at"] = float(_typed(data["served_at"], (int, float)))
+    if "aged" in data:
+        values["aged"] = _typed(data["aged"], bool)
     if data.get("no_wait") is not None:
         values["no_wait"] = _typed(data["no_wait"], str)
     return cls(**values)

@@ -27,6 +27,7 @@ JSON schema, version 1 (docs/status-json.md has the full description; fields are
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -37,7 +38,7 @@ from typing import TypeVar
 
 from dns.rrset import RRset
 
-from certbot_dane import certificate, certstore, config, dnssec, state
+from certbot_dane import certificate, certstore, config, dnssec, state, zone
 from certbot_dane.assessment import CertView, Local, Observed, Report, Served, Severity, ZoneAnswer, assess
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, Endpoint, LineageSettings
@@ -158,8 +159,13 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
            now: float | None = None, workers: int = WORKERS) -> Report:
     """Gather everything for these lineages and assess each one."""
     now = time.time() if now is None else now
+    client = client or DnsClient(cfg.dns)
+    owners = zone.owners(client, dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
+    # a CNAME'd TLSA name is reported (and assessed) where its RRset lives, as senders see it
+    lineages = [dataclasses.replace(lineage, tlsa=tuple(dict.fromkeys(owners[n] for n in lineage.tlsa)))
+                for lineage in lineages]
     found = {lineage.name: local(cfg, lineage) for lineage in lineages}
-    observed = gather(client or DnsClient(cfg.dns), lineages, now, workers)
+    observed = gather(client, lineages, now, workers)
     return Report(now, tuple(assess(lineage, found[lineage.name], observed, now) for lineage in lineages))
 
 

@@ -25,7 +25,8 @@ def ours(version: Version, at: float = 0.0) -> tuple[Published, ...]:
 
 
 def staged_state(served_at: float | None = None) -> LineageState:
-    return LineageState("mx", deployed=OLD, staged=Staged(NEW.fingerprint, NEW.records, 100.0, served_at, 60, names=NAMES),
+    staged = Staged(NEW.fingerprint, NEW.records, 100.0, served_at, 60, names=NAMES)
+    return LineageState("mx", deployed=OLD, staged=staged,
                         published=ours(OLD) + ours(NEW))
 
 
@@ -115,8 +116,8 @@ def test_gate_uses_the_old_ttl_when_it_was_longer():
 
 
 def test_lagging_again_resets_the_clock():
-    st = rollover.with_gate(staged_state(200.0), rollover.gate(staged_state(200.0), observed(a=NEW.records,
-                                                                                            b=OLD.records), 250.0), 250.0)
+    result = rollover.gate(staged_state(200.0), observed(a=NEW.records, b=OLD.records), 250.0)
+    st = rollover.with_gate(staged_state(200.0), result, 250.0)
     assert st.staged and st.staged.served_at is None
 
 

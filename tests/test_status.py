@@ -63,7 +63,7 @@ STEADY = LineageState("mx.example.org", deployed=Version(OLD[6:], (OLD,)), publi
 def staged_state(served_at: float | None = None, staged_at: float = NOW - 60, no_wait: str | None = None,
                  old_ttl: int = 60) -> LineageState:
     return dataclasses.replace(
-        STEADY, staged=Staged(NEW[6:], (NEW,), staged_at, served_at, old_ttl, no_wait),
+        STEADY, staged=Staged(NEW[6:], (NEW,), staged_at, served_at, old_ttl, no_wait, (NAME,)),
         published=(*STEADY.published, Published(NAME, NEW, staged_at)))
 
 
