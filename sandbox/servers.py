@@ -1,7 +1,8 @@
-"""Start real `named` primaries/secondaries and Pebble as child processes on 127.0.0.0/8 only."""
+"""Start real named (primary, secondary), Knot and PowerDNS primaries and Pebble as child processes on 127/8 only."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import json
@@ -10,7 +11,9 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
+import stat
 import subprocess
 import sys
 import time
@@ -38,6 +41,15 @@ REQUIRED_BINARIES = ("named", "tsig-keygen", "rndc", "pebble")
 
 APT_PACKAGES = "bind9 bind9-utils bind9-dnsutils pebble"
 """What `apt-get install` needs to provide REQUIRED_BINARIES (and `dig` for debugging)."""
+
+KNOT_BINARIES = ("knotd",)
+KNOT_APT_PACKAGES = "knot"
+"""Knot DNS 3.2 for `KnotServer`."""
+
+POWERDNS_BINARIES = ("pdns_server", "pdnsutil")
+POWERDNS_SCHEMA = Path("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql")
+POWERDNS_APT_PACKAGES = "pdns-server pdns-backend-sqlite3"
+"""PowerDNS Authoritative 4.7 with its SQLite backend for `PowerDnsServer`."""
 
 NOBODY = 65534
 """uid/gid the servers run as when the sandbox is started by root."""
@@ -89,10 +101,28 @@ def _zonesub_policy(key: str) -> str:
 ALGORITHMS = ("hmac-md5", "hmac-sha1", "hmac-sha224", "hmac-sha256", "hmac-sha384", "hmac-sha512")
 """TSIG algorithms `tsig-keygen` makes: the sandbox has a key `alg-<algorithm>.` for each."""
 
+CNAME_RECORDS = (
+    "_25._tcp.alias CNAME _dane",
+    "_dane TLSA 3 1 1 " + "cd" * 32,
+    "_25._tcp.far CNAME _dane.elsewhere.test.",
+)
+"""A TLSA name that is a CNAME to a target in the zone (RFC 7671 §7), and one pointing out of every
+zone the sandbox serves."""
+
+MALFORMED_RECORDS = (
+    "_25._tcp.bad TLSA 3 1 1 aabbccdd",
+    "_25._tcp.bad TLSA 3 1 1 " + "ab" * 32,
+)
+"""A hand-added TLSA record with a digest of the wrong length (BIND, Knot and PowerDNS all accept
+it; dnspython refuses to parse it) next to a good one."""
+
+ODD_RECORDS = CNAME_RECORDS + MALFORMED_RECORDS
+"""Records met in the wild, in the Knot and PowerDNS zones (named's example.org has the CNAMEs)."""
+
 ZONES = (
     ZoneSpec("example.org", " ".join([_zonesub_policy("certbot-dane."),
                                       *(_zonesub_policy(f"alg-{a}.") for a in ALGORITHMS)]),
-             records=("mx A 127.0.0.1",)),
+             records=("mx A 127.0.0.1", *CNAME_RECORDS)),
     ZoneSpec("example.net", _zonesub_policy("certbot-dane.")),
     ZoneSpec("locked.example", "grant certbot-dane. name _acme-challenge.ok.locked.example. TXT;"),
     ZoneSpec("unsigned.example", _zonesub_policy("certbot-dane."), signed=False),
@@ -103,6 +133,36 @@ SECONDARY_ZONES = ("example.org", "example.net")
 """Zones the (lagging) secondary transfers from the primary."""
 
 
+@dataclass(frozen=True)
+class PolicyZone:
+    """A signed primary zone on Knot or PowerDNS: what key certbot-dane. may change there, extra records.
+
+    `update_types=()` grants the key nothing in the zone; `loaded=False` configures the zone
+    without any data, so that the server answers SERVFAIL for it (Knot).
+    """
+
+    name: str
+    update_types: tuple[str, ...] = ("TXT", "TLSA")
+    records: tuple[str, ...] = ()
+    loaded: bool = True
+
+
+KNOT_ZONES = (
+    PolicyZone("knot.test", records=ODD_RECORDS),
+    PolicyZone("knot-txt.test", update_types=("TXT",)),
+    PolicyZone("knot-broken.test", loaded=False),
+)
+"""Knot's zones: TXT and TLSA granted; TXT only (a TLSA update is denied by the ACL); no data (SERVFAIL)."""
+
+POWERDNS_ZONES = (
+    PolicyZone("pdns.test", records=ODD_RECORDS),
+    PolicyZone("pdns-txt.test", update_types=("TXT",)),
+    PolicyZone("pdns-locked.test", update_types=()),
+)
+"""PowerDNS's zones. Zone metadata can only grant a key a whole zone: the TXT-only grant of
+pdns-txt.test holds only with the Lua update policy (`PowerDnsServer(lua_policy=True)`)."""
+
+
 def find_binary(name: str) -> Path | None:
     """Locate a program on PATH or in the sbin directories a non-root PATH often lacks."""
     search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin"])
@@ -110,9 +170,9 @@ def find_binary(name: str) -> Path | None:
     return Path(found) if found else None
 
 
-def missing_binaries() -> list[str]:
-    """Return the REQUIRED_BINARIES that are not installed."""
-    return [name for name in REQUIRED_BINARIES if find_binary(name) is None]
+def missing_binaries(names: Sequence[str] = REQUIRED_BINARIES) -> list[str]:
+    """Return the programs of `names` (default: REQUIRED_BINARIES) that are not installed."""
+    return [name for name in names if find_binary(name) is None]
 
 
 def _binary(name: str) -> str:
@@ -270,36 +330,28 @@ def _serial_newer_or_equal(serial: int, reference: int) -> bool:
     return serial == reference or 0 < (serial - reference) % 2**32 < 2**31
 
 
-class NamedServer:
-    """One real `named` process (primary or secondary) on address:port."""
+class AuthoritativeServer:
+    """One real authoritative DNS server process on address:port, asked over TCP without recursion.
 
-    def __init__(
-        self,
-        label: str,
-        address: str,
-        port: int,
-        workdir: Path,
-        *,
-        zones: Sequence[ZoneSpec],
-        control_port: int,
-        keys: Sequence[TsigKey] = (),
-        primary: NamedServer | None = None,
-    ) -> None:
+    Subclasses write their files in `_prepare()`, give the command line in `_command()` and say
+    in `_ready()` when every zone is served. The process runs in the workdir, unprivileged as root.
+    """
+
+    program = "server"
+    """The server's program name, for the log file and for messages."""
+
+    def __init__(self, label: str, address: str, port: int, workdir: Path) -> None:
         """Describe the server; nothing is written or started before `start()`."""
         self.label = label
         self.address = address
         self.port = port
         self.workdir = workdir
-        self.zones = tuple(zones)
-        self.control_port = control_port
-        self.keys = tuple(keys)
-        self.primary = primary
-        self.log = workdir / "named.log"
+        self.log = workdir / f"{self.program}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     def __repr__(self) -> str:
         """Name the server the way error messages do."""
-        return f"<NamedServer {self}>"
+        return f"<{type(self).__name__} {self}>"
 
     def __str__(self) -> str:
         """`label address:port`, as used in error messages."""
@@ -307,27 +359,24 @@ class NamedServer:
 
     @property
     def running(self) -> bool:
-        """True while the named process is alive."""
+        """True while the server process is alive."""
         return self._process is not None and self._process.poll() is None
 
     @property
     def pid(self) -> int:
-        """The running named's process id (setpriv execs named, so it is the child's pid)."""
+        """The running server's process id (setpriv execs the server, so it is the child's pid)."""
         if self._process is None or self._process.poll() is not None:
             raise SandboxError(f"{self} is not running")
         return self._process.pid
 
     def start(self) -> None:
-        """Start named and return once it answers SOA (and is signed) for all its zones."""
+        """Start the server and return once it answers SOA (and is signed) for all its zones."""
         if self.running:
             return
         self._prepare()
-        # named makes a relative -c absolute and reopens it through every parent directory,
-        # which the unprivileged user may not traverse (pytest's tmp dirs are 0700);
-        # /proc/self/cwd/ reaches the workdir without walking its parents.
         with self.log.open("ab") as log:
             self._process = subprocess.Popen(
-                [*_launcher(), _binary("named"), "-g", "-c", "/proc/self/cwd/named.conf"],
+                [*_launcher(), *self._command()],
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -340,7 +389,7 @@ class NamedServer:
             raise
 
     def stop(self) -> None:
-        """Stop named; stopping a stopped server does nothing."""
+        """Stop the server; stopping a stopped server does nothing."""
         _stop_process(self._process)
         self._process = None
 
@@ -377,6 +426,101 @@ class NamedServer:
             raise SandboxError(f"{self}: no SOA for {zone}")
         return int(records[0].split()[2])
 
+    def wait_for(
+        self,
+        name: str,
+        rdtype: str,
+        predicate: Callable[[list[str]], bool],
+        timeout: float = 10,
+    ) -> list[str]:
+        """Poll `query(name, rdtype)` until `predicate` holds; return the records then."""
+        deadline = time.monotonic() + timeout
+        seen: object = None
+        while True:
+            try:
+                seen = records = self.query(name, rdtype)
+                if predicate(records):
+                    return records
+            except (dns.exception.DNSException, OSError, SandboxError) as err:
+                seen = err
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self}: {name} {rdtype} after {timeout}s: last saw {seen!r}")
+            time.sleep(_POLL_INTERVAL)
+
+    def _ask(self, name: str, rdtype: str, *, dnssec: bool) -> dns.message.Message:
+        """Send one non-recursive TCP query to this server."""
+        request = dns.message.make_query(name, rdtype, want_dnssec=dnssec)
+        request.flags &= ~dns.flags.RD
+        return dns.query.tcp(request, self.address, port=self.port, timeout=2.0)
+
+    def _serves(self, zones: Iterable[tuple[str, bool]]) -> bool:
+        """True when each (zone, signed) answers SOA and each signed one shows DNSKEY and RRSIG(SOA)."""
+        try:
+            for zone, signed in zones:
+                if not self.query(zone, "SOA"):
+                    return False
+                if signed and not (self.query(zone, "DNSKEY") and self.rrsigs(zone, "SOA")):
+                    return False
+        except (dns.exception.DNSException, OSError, SandboxError):
+            return False
+        return True
+
+    def _wait_until_ready(self) -> None:
+        """Poll until `_ready()`, failing fast with the server's log if it exits or never gets there."""
+        deadline = time.monotonic() + START_TIMEOUT
+        while not self._ready():
+            if not self.running:
+                raise SandboxError(f"{self}: {self.program} exited:\n{_log_tail(self.log)}")
+            if time.monotonic() > deadline:
+                raise SandboxError(f"{self}: not ready after {START_TIMEOUT}s:\n{_log_tail(self.log)}")
+            time.sleep(_POLL_INTERVAL)
+
+    def _prepare(self) -> None:
+        """Write the configuration, keys and zones into the workdir, owned by the server user."""
+        raise NotImplementedError
+
+    def _command(self) -> list[str]:
+        """The server's command line (run in the workdir)."""
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        """True once the server serves all its zones."""
+        raise NotImplementedError
+
+
+class NamedServer(AuthoritativeServer):
+    """One real `named` process (primary or secondary) on address:port."""
+
+    program = "named"
+
+    def __init__(
+        self,
+        label: str,
+        address: str,
+        port: int,
+        workdir: Path,
+        *,
+        zones: Sequence[ZoneSpec],
+        control_port: int,
+        keys: Sequence[TsigKey] = (),
+        primary: NamedServer | None = None,
+    ) -> None:
+        """Describe the server; nothing is written or started before `start()`."""
+        super().__init__(label, address, port, workdir)
+        self.zones = tuple(zones)
+        self.control_port = control_port
+        self.keys = tuple(keys)
+        self.primary = primary
+
+    def _command(self) -> list[str]:
+        """named in the foreground, its config reached through /proc/self/cwd.
+
+        named makes a relative -c absolute and reopens it through every parent directory,
+        which the unprivileged user may not traverse (pytest's tmp dirs are 0700);
+        /proc/self/cwd/ reaches the workdir without walking its parents.
+        """
+        return [_binary("named"), "-g", "-c", "/proc/self/cwd/named.conf"]
+
     def rndc(self, *args: str) -> str:
         """Run an rndc command over this server's loopback control channel; return its output."""
         result = subprocess.run(
@@ -406,54 +550,9 @@ class NamedServer:
             timeout=timeout,
         )
 
-    def wait_for(
-        self,
-        name: str,
-        rdtype: str,
-        predicate: Callable[[list[str]], bool],
-        timeout: float = 10,
-    ) -> list[str]:
-        """Poll `query(name, rdtype)` until `predicate` holds; return the records then."""
-        deadline = time.monotonic() + timeout
-        seen: object = None
-        while True:
-            try:
-                seen = records = self.query(name, rdtype)
-                if predicate(records):
-                    return records
-            except (dns.exception.DNSException, OSError, SandboxError) as err:
-                seen = err
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{self}: {name} {rdtype} after {timeout}s: last saw {seen!r}")
-            time.sleep(_POLL_INTERVAL)
-
-    def _ask(self, name: str, rdtype: str, *, dnssec: bool) -> dns.message.Message:
-        """Send one non-recursive TCP query to this server."""
-        request = dns.message.make_query(name, rdtype, want_dnssec=dnssec)
-        request.flags &= ~dns.flags.RD
-        return dns.query.tcp(request, self.address, port=self.port, timeout=2.0)
-
     def _ready(self) -> bool:
         """True when every zone answers SOA and every signed zone shows DNSKEY and RRSIG(SOA)."""
-        try:
-            for zone in self.zones:
-                if not self.query(zone.name, "SOA"):
-                    return False
-                if zone.signed and not (self.query(zone.name, "DNSKEY") and self.rrsigs(zone.name, "SOA")):
-                    return False
-        except (dns.exception.DNSException, OSError, SandboxError):
-            return False
-        return True
-
-    def _wait_until_ready(self) -> None:
-        """Poll until `_ready()`, failing fast with named's log if it exits or never gets there."""
-        deadline = time.monotonic() + START_TIMEOUT
-        while not self._ready():
-            if not self.running:
-                raise SandboxError(f"{self}: named exited:\n{_log_tail(self.log)}")
-            if time.monotonic() > deadline:
-                raise SandboxError(f"{self}: not ready after {START_TIMEOUT}s:\n{_log_tail(self.log)}")
-            time.sleep(_POLL_INTERVAL)
+        return self._serves((zone.name, zone.signed) for zone in self.zones)
 
     def _prepare(self) -> None:
         """Write config, keys and (once) zone files into the workdir, owned by the server user."""
@@ -532,6 +631,237 @@ class NamedServer:
             if zone.signed:
                 body += ' key-directory "keys"; dnssec-policy default; inline-signing yes;'
         return f'zone "{zone.name}" {{ {body} }};\n'
+
+
+def _require_searchable(directory: Path) -> None:
+    """Raise unless the unprivileged server user can walk down to `directory` (no-op when not root)."""
+    if not _running_as_root():
+        return
+    for path in [directory.resolve(), *directory.resolve().parents]:
+        info = path.stat()
+        if not (info.st_mode & stat.S_IXOTH or (info.st_uid == NOBODY and info.st_mode & stat.S_IXUSR)):
+            raise SandboxError(f"{path} is not searchable by uid {NOBODY}, which the server runs as: "
+                               "give it a directory made by tempfile.mkdtemp()")
+
+
+def _zone_text(zone: PolicyZone, address: str) -> str:
+    """Master file of a Knot/PowerDNS zone, with the origin spelled out."""
+    text = _zone_file(zone.name, zone.records).replace(f"ns1 IN A {PRIMARY_ADDRESS}", f"ns1 IN A {address}")
+    return f"$ORIGIN {zone.name}.\n{text}"
+
+
+class KnotServer(AuthoritativeServer):
+    """A real Knot DNS primary: DNSSEC-signed zones, TSIG, one update ACL per zone, loopback only.
+
+    Every zone is signed by Knot (`dnssec-signing: on`, keys made at first start). `key` may update
+    the record types its PolicyZone grants and nothing else (`acl: action update, update-type`);
+    `other_keys` are known to the server and granted nothing.
+    """
+
+    program = "knotd"
+
+    def __init__(
+        self,
+        label: str,
+        address: str,
+        port: int,
+        workdir: Path,
+        *,
+        key: TsigKey,
+        zones: Sequence[PolicyZone] = KNOT_ZONES,
+        other_keys: Sequence[TsigKey] = (),
+    ) -> None:
+        """Describe the server; nothing is written or started before `start()`."""
+        super().__init__(label, address, port, workdir)
+        self.key = key
+        self.zones = tuple(zones)
+        self.other_keys = tuple(other_keys)
+
+    @staticmethod
+    def missing() -> list[str]:
+        """What this machine lacks to run Knot."""
+        return missing_binaries(KNOT_BINARIES)
+
+    def _command(self) -> list[str]:
+        """knotd in the foreground."""
+        return [_binary("knotd"), "-c", str(self.workdir / "knot.conf")]
+
+    def _ready(self) -> bool:
+        """True when every loaded zone answers SOA, DNSKEY and RRSIG(SOA)."""
+        return self._serves((zone.name, True) for zone in self.zones if zone.loaded)
+
+    def _prepare(self) -> None:
+        """Write knot.conf and (once) the zone files; Knot keeps its journal, timers and keys in db/.
+
+        Knot resolves the real path of its key store, so (unlike named) it cannot reach its files
+        through /proc/self/cwd: the workdir's parents must be searchable by the server user (use a
+        directory made by `tempfile.mkdtemp()`, not one of pytest's 0700 directories).
+        """
+        ensure_loopback_address(self.address)
+        _require_searchable(self.workdir.parent)
+        for directory in ("", "run", "db", "db/keys", "zones"):
+            (self.workdir / directory).mkdir(parents=True, exist_ok=True)
+        for zone in self.zones:
+            path = self.workdir / "zones" / f"{zone.name}.zone"
+            if zone.loaded and not path.exists():
+                path.write_text(_zone_text(zone, self.address), encoding="utf-8")
+        _write_private(self.workdir / "knot.conf", self._config())
+        _hand_over(self.workdir)
+
+    def _config(self) -> str:
+        """knot.conf: loopback listener, few threads, keys, a least-privilege ACL per zone, signing."""
+        keys = "".join(
+            f"  - id: {key.name}\n    algorithm: {key.algorithm}\n    secret: {key.secret}\n"
+            for key in (self.key, *self.other_keys)
+        )
+        acls = "".join(
+            f"  - id: update-{zone.name}\n    key: {self.key.name}\n    action: update\n"
+            f"    update-type: [{', '.join(zone.update_types)}]\n"
+            for zone in self.zones
+            if zone.update_types
+        )
+        zones = "".join(
+            f"  - domain: {zone.name}\n    dnssec-signing: on\n"
+            + (f"    acl: update-{zone.name}\n" if zone.update_types else "")
+            for zone in self.zones
+        )
+        return (
+            f"server:\n    rundir: {self.workdir / 'run'}\n"
+            f"    listen: {self.address}@{self.port}\n"
+            "    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n"
+            f"database:\n    storage: {self.workdir / 'db'}\n"
+            f"key:\n{keys}"
+            + (f"acl:\n{acls}" if acls else "")
+            + f"template:\n  - id: default\n    storage: {self.workdir / 'zones'}\n    file: \"%s.zone\"\n"
+            "    zonefile-sync: -1\n    zonefile-load: difference-no-serial\n    journal-content: all\n"
+            f"zone:\n{zones}"
+        )
+
+
+class PowerDnsServer(AuthoritativeServer):
+    """A real PowerDNS Authoritative primary (gsqlite3): DNSSEC-signed zones, TSIG, loopback only.
+
+    Updates are allowed per zone by metadata (TSIG-ALLOW-DNSUPDATE `key`, ALLOW-DNSUPDATE-FROM
+    127.0.0.0/8; the global allow-dnsupdate-from is empty), which grants a whole zone. With
+    `lua_policy=True` a lua-dnsupdate-policy-script decides instead (PowerDNS then ignores the
+    metadata): `key` may change the types its PolicyZone grants; PowerDNS drops anything else
+    silently and still answers NOERROR.
+    """
+
+    program = "pdns_server"
+
+    def __init__(
+        self,
+        label: str,
+        address: str,
+        port: int,
+        workdir: Path,
+        *,
+        key: TsigKey,
+        zones: Sequence[PolicyZone] = POWERDNS_ZONES,
+        lua_policy: bool = False,
+    ) -> None:
+        """Describe the server; nothing is written or started before `start()`."""
+        super().__init__(label, address, port, workdir)
+        self.key = key
+        self.zones = tuple(zones)
+        self.lua_policy = lua_policy
+
+    @staticmethod
+    def missing() -> list[str]:
+        """What this machine lacks to run PowerDNS with gsqlite3."""
+        missing = missing_binaries(POWERDNS_BINARIES)
+        return missing + ([str(POWERDNS_SCHEMA)] if not POWERDNS_SCHEMA.exists() else [])
+
+    def _command(self) -> list[str]:
+        """pdns_server in the foreground with the workdir as its config directory."""
+        return [_binary("pdns_server"), f"--config-dir={self.workdir}"]
+
+    def _ready(self) -> bool:
+        """True when every loaded zone answers SOA, DNSKEY and RRSIG(SOA)."""
+        return self._serves((zone.name, True) for zone in self.zones if zone.loaded)
+
+    def _prepare(self) -> None:
+        """Write pdns.conf and (once) the database: zones loaded, signed and rectified, key and metadata.
+
+        SQLite resolves the real path of its database: the workdir's parents must be searchable by
+        the server user, as for Knot.
+        """
+        ensure_loopback_address(self.address)
+        _require_searchable(self.workdir.parent)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "pdns.conf").write_text(self._config(), encoding="utf-8")
+        if self.lua_policy:
+            (self.workdir / "update-policy.lua").write_text(self._policy_script(), encoding="utf-8")
+        database = self.workdir / "pdns.sqlite3"
+        if not database.exists():
+            with contextlib.closing(sqlite3.connect(database)) as connection:
+                connection.executescript(POWERDNS_SCHEMA.read_text(encoding="utf-8"))
+            key = self.key.name.rstrip(".")
+            self._pdnsutil("import-tsig-key", key, self.key.algorithm, self.key.secret)
+            for zone in self.zones:
+                if not zone.loaded:
+                    continue
+                path = self.workdir / f"{zone.name}.zone"
+                path.write_text(_zone_text(zone, self.address), encoding="utf-8")
+                self._pdnsutil("load-zone", zone.name, path.name)
+                self._pdnsutil("secure-zone", zone.name)
+                self._pdnsutil("rectify-zone", zone.name)
+                if zone.update_types:
+                    self._pdnsutil("set-meta", zone.name, "TSIG-ALLOW-DNSUPDATE", key)
+                    self._pdnsutil("set-meta", zone.name, "ALLOW-DNSUPDATE-FROM", "127.0.0.0/8")
+        _hand_over(self.workdir)
+
+    def _pdnsutil(self, *args: str) -> None:
+        """Run pdnsutil on this server's database (before the server starts)."""
+        result = subprocess.run(
+            [_binary("pdnsutil"), f"--config-dir={self.workdir}", *args],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            shown = " ".join(a if a != self.key.secret else "<secret>" for a in args)
+            raise SandboxError(f"{self}: pdnsutil {shown}: {result.stderr.strip()[-2000:]}")
+
+    def _config(self) -> str:
+        """pdns.conf: foreground, loopback, gsqlite3 with DNSSEC, updates only as the zone metadata allow."""
+        lines = [
+            "daemon=no",
+            "guardian=no",
+            "launch=gsqlite3",
+            f"gsqlite3-database={self.workdir / 'pdns.sqlite3'}",
+            "gsqlite3-dnssec=yes",
+            f"local-address={self.address}",
+            f"local-port={self.port}",
+            "dnsupdate=yes",
+            "allow-dnsupdate-from=",
+            "security-poll-suffix=",
+            f"socket-dir={self.workdir}",
+            "receiver-threads=1",
+            "distributor-threads=1",
+            "loglevel=6",
+        ]
+        if self.lua_policy:
+            lines.append(f"lua-dnsupdate-policy-script={self.workdir / 'update-policy.lua'}")
+        return "\n".join(lines) + "\n"
+
+    def _policy_script(self) -> str:
+        """The Lua update policy: `key` may change the types its zone grants, nothing else anywhere."""
+        grants = "".join(
+            f'  ["{zone.name}."] = {{ {", ".join(f"[pdns.{t}] = true" for t in zone.update_types)} }},\n'
+            for zone in self.zones
+        )
+        return (
+            f"-- key {self.key.name} may change these types in these zones, and nothing else\n"
+            f"local grants = {{\n{grants}}}\n"
+            "function updatepolicy(request)\n"
+            f'  if request:getTsigName():toString() ~= "{self.key.name}" then return false end\n'
+            "  local types = grants[request:getZoneName():toString()]\n"
+            "  return types ~= nil and types[request:getQType()] == true\n"
+            "end\n"
+        )
 
 
 def _self_signed_certificate(directory: Path) -> tuple[Path, Path]:

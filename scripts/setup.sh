@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything certbot-dane's demo, tests and benchmarks need on a fresh Debian 12 machine:
-# Debian packages (BIND, Pebble, systemd for `systemd-analyze verify`) and a virtualenv in .venv
-# holding this package (editable) with its test tools. Idempotent; needs root for apt-get.
+# Debian packages (BIND, Knot, PowerDNS with SQLite, Pebble, systemd for `systemd-analyze verify`)
+# and a virtualenv in .venv holding this package (editable) with its test tools. Idempotent; needs
+# root for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(bind9 bind9-utils bind9-dnsutils pebble systemd iproute2 openssl)
+PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -29,4 +30,5 @@ if ! .venv/bin/python -c "import certbot_dane, certbot_dns_rfc2136, pytest, hypo
     .venv/bin/python -m pip install -q -e '.[test]'
     touch .venv/.installed
 fi
-echo "setup: ready ($(.venv/bin/certbot --version 2>&1), $(/usr/sbin/named -v), pebble $(dpkg-query -W -f='${Version}' pebble))"
+echo "setup: ready ($(.venv/bin/certbot --version 2>&1), $(/usr/sbin/named -v), $(dpkg-query -W -f='knot ${Version}' knot)," \
+    "$(dpkg-query -W -f='pdns-server ${Version}' pdns-server), pebble $(dpkg-query -W -f='${Version}' pebble))"

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from sandbox.servers import APT_PACKAGES, Sandbox, missing_binaries
+from sandbox.servers import (
+    APT_PACKAGES,
+    KNOT_APT_PACKAGES,
+    POWERDNS_APT_PACKAGES,
+    PRIMARY_ADDRESS,
+    KnotServer,
+    PowerDnsServer,
+    Sandbox,
+    free_port,
+    generate_tsig_key,
+    missing_binaries,
+)
 
 REAL_SERVER_FIXTURES = frozenset({"sandbox", "make_sandbox"})
 """Fixtures that start real servers: tests using them get the `realservers` marker."""
@@ -63,3 +76,62 @@ def make_sandbox(tmp_path: Path) -> Iterator[MakeSandbox]:
     yield make
     for box in started:
         box.stop()
+
+
+def require_programs(missing: list[str], packages: str) -> None:
+    """Skip (or, in CI, fail loudly) when a program or file a real server needs is missing."""
+    if not missing:
+        return
+    message = f"real-server tests: missing {', '.join(missing)}; apt-get install {packages}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
+    """A Knot DNS primary serving sandbox.servers.KNOT_ZONES for the whole session.
+
+    `knot.key` may update what each zone grants; `knot.other_keys[0]` (intruder.) is known and
+    granted nothing. Use unique names.
+    """
+    require_programs(missing_binaries(("tsig-keygen",)) + KnotServer.missing(), f"bind9-utils {KNOT_APT_PACKAGES}")
+    keys = tmp_path_factory.mktemp("knot-keys")
+    workdir = Path(tempfile.mkdtemp(prefix="certbot-dane-knot-"))  # Knot needs searchable parents
+    server = KnotServer("knot", PRIMARY_ADDRESS, free_port([PRIMARY_ADDRESS]), workdir,
+                        key=generate_tsig_key("certbot-dane.", keys),
+                        other_keys=(generate_tsig_key("intruder.", keys),))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def powerdns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PowerDnsServer]:
+    """A PowerDNS primary serving sandbox.servers.POWERDNS_ZONES, updates allowed by zone metadata."""
+    yield from _powerdns(tmp_path_factory, lua_policy=False)
+
+
+@pytest.fixture(scope="session")
+def powerdns_lua(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PowerDnsServer]:
+    """A PowerDNS primary whose lua-dnsupdate-policy-script grants each zone's types (and drops the rest)."""
+    yield from _powerdns(tmp_path_factory, lua_policy=True)
+
+
+def _powerdns(tmp_path_factory: pytest.TempPathFactory, *, lua_policy: bool) -> Iterator[PowerDnsServer]:
+    require_programs(missing_binaries(("tsig-keygen",)) + PowerDnsServer.missing(),
+                     f"bind9-utils {POWERDNS_APT_PACKAGES}")
+    label = "powerdns-lua" if lua_policy else "powerdns"
+    keys = tmp_path_factory.mktemp(f"{label}-keys")
+    workdir = Path(tempfile.mkdtemp(prefix=f"certbot-dane-{label}-"))  # SQLite needs searchable parents
+    server = PowerDnsServer(label, PRIMARY_ADDRESS, free_port([PRIMARY_ADDRESS]), workdir,
+                            key=generate_tsig_key("certbot-dane.", keys), lua_policy=lua_policy)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
