@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
-from typing import TypeVar
+import struct
+import time
 
 import dns.exception
 import dns.flags
 import dns.message
 import dns.name
-import dns.query
 import dns.rcode
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.TLSA
+import dns.rrset
 import dns.tsig
 import dns.update
+import dns.wire
 
 from certbot_dane.config import DnsSettings, Endpoint
 from certbot_dane.dnssec import SignedAnswer
@@ -27,7 +28,10 @@ from certbot_dane.records import Answer, ZoneUpdate, absolute
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
+#: The most one DNS message over TCP can hold (a 16-bit length prefix).
+MAX_MESSAGE = 65_535
+#: The longest CNAME chain followed inside one answer.
+MAX_CHAIN = 16
 
 _RCODE_HINTS = {
     "REFUSED": "the server's update-policy does not grant key {key} this change (or the zone refuses updates)",
@@ -48,10 +52,97 @@ _TSIG_ERRORS = {
 
 
 def value_text(rdata: dns.rdata.Rdata) -> str:
-    """Canonical presentation form: TLSA data as one lower-case hex string, others as dnspython prints."""
+    """Canonical presentation form: TLSA data as one lower-case hex string, others as dnspython prints.
+
+    A TLSA record dnspython refuses (a digest of the wrong length, which servers accept) arrives as
+    raw rdata and is shown the same way, e.g. `3 1 1 aabbccdd`.
+    """
     if isinstance(rdata, dns.rdtypes.ANY.TLSA.TLSA):
         return f"{rdata.usage} {rdata.selector} {rdata.mtype} {rdata.cert.hex()}"
+    if isinstance(rdata, dns.rdata.GenericRdata) and rdata.rdtype == dns.rdatatype.TLSA and len(rdata.data) >= 3:
+        usage, selector, mtype = rdata.data[:3]
+        return f"{usage} {selector} {mtype} {rdata.data[3:].hex()}"
     return rdata.to_text()
+
+
+def to_rdata(rdtype: str, value: str) -> dns.rdata.Rdata:
+    """dnspython rdata for a value in presentation form; a TLSA value dnspython refuses as raw rdata."""
+    try:
+        return dns.rdata.from_text(dns.rdataclass.IN, rdtype, value)
+    except dns.exception.DNSException as err:
+        fields = value.split()
+        if rdtype.upper() != "TLSA" or len(fields) < 4:
+            raise DnsError(f"cannot encode {rdtype} record {value!r}: {err}") from err
+        try:
+            data = bytes(int(f) for f in fields[:3]) + bytes.fromhex("".join(fields[3:]))
+        except ValueError:
+            raise DnsError(f"cannot encode {rdtype} record {value!r}: {err}") from err
+        return dns.rdata.GenericRdata(dns.rdataclass.IN, dns.rdatatype.TLSA, data)
+
+
+def answer_section(wire: bytes) -> list[dns.rrset.RRset]:
+    """The answer section of a DNS message, every record kept: rdata dnspython refuses stays raw rdata.
+
+    dnspython rejects a whole message for one malformed record (a TLSA digest of the wrong length);
+    a hand-added record like that must not hide the records next to it.
+    """
+    parser = dns.wire.Parser(wire)
+    _id, _flags, questions, answers, _authority, _additional = parser.get_struct("!HHHHHH")
+    for _ in range(questions):
+        parser.get_name(decompress=True)
+        parser.get_struct("!HH")
+    rrsets: dict[tuple[dns.name.Name, int, int, int], dns.rrset.RRset] = {}
+    for _ in range(answers):
+        name = parser.get_name(decompress=True)
+        rdtype, rdclass, ttl, length = parser.get_struct("!HHIH")
+        start = parser.current
+        rdata: dns.rdata.Rdata
+        try:
+            with parser.restrict_to(length):
+                rdata = dns.rdata.from_wire_parser(rdclass, rdtype, parser)
+        except dns.exception.DNSException:
+            parser.seek(start + length)
+            rdata = dns.rdata.GenericRdata(rdclass, rdtype, wire[start:start + length])
+        key = (name, rdclass, rdtype, rdata.covers())
+        if key not in rrsets:
+            rrsets[key] = dns.rrset.RRset(name, rdata.rdclass, rdata.rdtype, rdata.covers())
+        rrsets[key].add(rdata, ttl)
+    return list(rrsets.values())
+
+
+def _rrset(response: dns.message.Message, name: dns.name.Name, rdtype: dns.rdatatype.RdataType,
+           covers: dns.rdatatype.RdataType = dns.rdatatype.NONE) -> dns.rrset.RRset | None:
+    """The IN RRset name/type of the answer section (read from the list: a lenient read rebuilt it)."""
+    for rrset in response.answer:
+        if (rrset.name, rrset.rdclass, rrset.rdtype, rrset.covers) == (name, dns.rdataclass.IN, rdtype, covers):
+            return rrset
+    return None
+
+
+def _receive(sock: socket.socket, count: int, deadline: float) -> bytes:
+    """Read exactly `count` bytes; EOFError when the peer closes first, TimeoutError at the deadline."""
+    data = b""
+    while len(data) < count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out")
+        sock.settimeout(remaining)
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise EOFError(f"connection closed after {len(data)} of {count} bytes")
+        data += chunk
+    return data
+
+
+def _transact(address: str, port: int, request: dns.message.Message, timeout: float) -> bytes:
+    """Send one message over TCP and return the answer's wire form (rendering signs a TSIG request)."""
+    wire = request.to_wire(max_size=MAX_MESSAGE)
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.sendall(struct.pack("!H", len(wire)) + wire)
+        (length,) = struct.unpack("!H", _receive(sock, 2, deadline))
+        return _receive(sock, length, deadline)
 
 
 class DnsClient:
@@ -62,7 +153,7 @@ class DnsClient:
         self._zones: dict[str, str] = {}
         self._servers: dict[str, tuple[Endpoint, ...]] = {}
 
-    # -- helpers -------------------------------------------------------------------------
+    # -- transport -----------------------------------------------------------------------
     def _address(self, server: Endpoint) -> str:
         try:
             info = socket.getaddrinfo(server.host, server.port, type=socket.SOCK_STREAM)
@@ -70,34 +161,73 @@ class DnsClient:
             raise ServerUnreachable(f"cannot resolve DNS server name {server.host!r}: {err}") from err
         return str(info[0][4][0])
 
-    def _exchange(self, server: Endpoint, message: dns.message.Message, what: str,
-                  tcp: bool = True) -> dns.message.Message:
+    def _exchange(self, server: Endpoint, message: dns.message.Message, what: str) -> dns.message.Message:
+        """One TCP exchange; every failure becomes a DnsError naming the server and `what` was asked."""
         address = self._address(server)
-        send: Callable[..., dns.message.Message] = dns.query.tcp if tcp else dns.query.udp
-        key = self.settings.key.name
+        timeout = self.settings.timeout
         try:
-            return send(message, address, timeout=self.settings.timeout, port=server.port)
-        except dns.exception.Timeout as err:
-            raise ServerUnreachable(f"{server}: no answer within {self.settings.timeout:g}s ({what})") from err
-        except tuple(_TSIG_ERRORS) as err:
-            raise TsigRejected(f"{server} rejected {what}: {_TSIG_ERRORS[type(err)].format(key=key)}") from err
+            wire = _transact(address, server.port, message, timeout)
+        except dns.exception.TooBig as err:
+            raise DnsError(f"{what} does not fit in one DNS message ({MAX_MESSAGE} bytes)") from err
+        except TimeoutError as err:
+            raise ServerUnreachable(f"{server}: no answer within {timeout:g}s ({what})") from err
+        except EOFError as err:
+            raise ServerUnreachable(f"{server} closed the connection without answering ({what}): {err}") from err
         except OSError as err:
             raise ServerUnreachable(f"{server}: {err.strerror or err} ({what})") from err
+        response = self._parse(server, message, wire, what)
+        if not message.is_response(response):
+            raise DnsError(f"{server}: the answer to {what} does not match the question")
+        return response
+
+    def _parse(self, server: Endpoint, request: dns.message.Message, wire: bytes, what: str) -> dns.message.Message:
+        key = self.settings.key.name
+        try:
+            return dns.message.from_wire(wire, keyring=request.keyring, request_mac=request.mac)
+        except tuple(_TSIG_ERRORS) as err:
+            raise TsigRejected(f"{server} rejected {what}: {_TSIG_ERRORS[type(err)].format(key=key)}") from err
+        except dns.exception.FormError as err:
+            if request.had_tsig:
+                raise DnsError(f"{server}: bad answer to {what}: {err}") from err
+            # A record dnspython refuses: keep everything else, and that record as raw rdata.
+            try:
+                response = dns.message.from_wire(wire, continue_on_error=True)
+                response.answer = answer_section(wire)
+            except dns.exception.DNSException as again:
+                raise DnsError(f"{server}: bad answer to {what}: {again}") from err
+            logger.debug("%s: %s: read leniently (%s)", server, what, err)
+            return response
         except dns.exception.DNSException as err:
             raise DnsError(f"{server}: bad answer to {what}: {err}") from err
 
     # -- queries -------------------------------------------------------------------------
     def query(self, server: Endpoint, name: str, rdtype: str) -> Answer:
-        """Ask `server` for name/type without recursion, over TCP."""
+        """Ask `server` for name/type without recursion, over TCP.
+
+        A name that is an alias answers with `alias` (the first CNAME target) and the values of
+        the RRset at the end of the chain when the server included it. Any rcode other than
+        NOERROR/NXDOMAIN (SERVFAIL, REFUSED, ...) comes back as an Answer with no values, never as
+        "no records". A record dnspython cannot parse is listed as its text all the same.
+        """
         request = dns.message.make_query(name, rdtype)
         request.flags &= ~dns.flags.RD
         response = self._exchange(server, request, f"query {name} {rdtype}")
-        rrset = response.get_rrset(response.answer, dns.name.from_text(name),
-                                   dns.rdataclass.IN, dns.rdatatype.from_text(rdtype))
         rcode = dns.rcode.to_text(response.rcode())
-        if rrset is None:
+        if rcode not in ("NOERROR", "NXDOMAIN"):
             return Answer(rcode, frozenset())
-        return Answer(rcode, frozenset(value_text(r) for r in rrset), rrset.ttl)
+        owner, wanted = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
+        alias: str | None = None
+        for _ in range(MAX_CHAIN):
+            rrset = _rrset(response, owner, wanted)
+            if rrset is not None:
+                return Answer(rcode, frozenset(value_text(r) for r in rrset), rrset.ttl, alias)
+            cname = _rrset(response, owner, dns.rdatatype.CNAME)
+            if cname is None or wanted == dns.rdatatype.CNAME:
+                break
+            owner = next(iter(cname)).target
+            if alias is None:
+                alias = owner.to_text().lower()
+        return Answer(rcode, frozenset(), None, alias)
 
     def query_dnssec(self, server: Endpoint, name: str, rdtype: str) -> SignedAnswer:
         """Ask `server` for name/type with the DO bit, without recursion, over TCP: the RRset and its RRSIGs."""
@@ -106,8 +236,7 @@ class DnsClient:
         response = self._exchange(server, request, f"DNSSEC query {name} {rdtype}")
         owner, wanted = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
         return SignedAnswer(dns.rcode.to_text(response.rcode()), bool(response.flags & dns.flags.AA),
-                            response.get_rrset(response.answer, owner, dns.rdataclass.IN, wanted),
-                            response.get_rrset(response.answer, owner, dns.rdataclass.IN, dns.rdatatype.RRSIG, wanted))
+                            _rrset(response, owner, wanted), _rrset(response, owner, dns.rdatatype.RRSIG, wanted))
 
     def find_zone(self, name: str) -> str:
         """The zone the primary is authoritative for that contains `name` (SOA walk, AA flag)."""
@@ -121,7 +250,7 @@ class DnsClient:
             request.flags &= ~dns.flags.RD
             response = self._exchange(self.settings.server, request, f"SOA query for {labels}")
             asked.append(labels.to_text())
-            soa = response.get_rrset(response.answer, labels, dns.rdataclass.IN, dns.rdatatype.SOA)
+            soa = _rrset(response, labels, dns.rdatatype.SOA)
             if soa is not None and response.flags & dns.flags.AA and response.rcode() == dns.rcode.NOERROR:
                 zone = labels.to_text().lower()
                 self._zones[name] = zone

@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
+import subprocess
+import threading
 import time
+from collections.abc import Iterator
 
 import dns.message
 import pytest
 
 from certbot_dane.config import DnsSettings, Endpoint, load
-from certbot_dane.dnsclient import DnsClient
+from certbot_dane.dnsclient import DnsClient, value_text
+from certbot_dane.dnssec import VALID, Verdict, check_rrset
 from certbot_dane.errors import ServerUnreachable, TsigRejected, UpdateRejected, ZoneNotFound
-from certbot_dane.records import Record, ZoneUpdate
+from certbot_dane.records import Answer, Record, ZoneUpdate
 from certbot_dane.tsigkey import TsigKey, decode_secret
-from sandbox.servers import ALGORITHMS, Sandbox, free_port
+from sandbox.servers import ALGORITHMS, Sandbox, find_binary, free_port, missing_binaries
+from tests.conftest import require_programs
+
+GOOD = "3 1 1 " + "ab" * 32
 
 
 def settings_for(box: Sandbox, **overrides) -> DnsSettings:
@@ -114,3 +123,81 @@ def test_every_tsig_algorithm_bind_offers_works_from_its_key_file(sandbox, tmp_p
     name = f"_acme-challenge.{algorithm}.example.org"
     DnsClient(settings).update(ZoneUpdate("example.org.", add=(Record.txt(name, algorithm, 60),)))
     assert sandbox.primary.wait_for(name, "TXT", bool) == [f'"{algorithm}"']
+
+
+# -- answers as they come: aliases, malformed records, other rcodes --------------------------
+
+def test_a_cname_answer_carries_the_alias_and_the_target_rrset(sandbox):
+    client = DnsClient(settings_for(sandbox))
+    server = client.settings.server
+    assert client.query(server, "_25._tcp.alias.example.org", "TLSA") == \
+        Answer("NOERROR", frozenset({"3 1 1 " + "cd" * 32}), 60, "_dane.example.org.")
+    assert client.query(server, "_25._TCP.Far.Example.ORG.", "TLSA") == \
+        Answer("NOERROR", frozenset(), None, "_dane.elsewhere.test.")
+
+
+def test_a_malformed_record_added_with_nsupdate_is_listed_as_text_and_its_rrset_still_validates(sandbox):
+    require_programs(missing_binaries(("nsupdate",)), "bind9-dnsutils")
+    name = "_25._tcp.malformed.example.org."
+    script = (f"server 127.0.0.1 {sandbox.port}\nzone example.org.\n"
+              f"update add {name} 60 TLSA 3 1 1 aabbccdd\nupdate add {name} 60 TLSA {GOOD}\nsend\n")
+    subprocess.run([str(find_binary("nsupdate")), "-k", str(sandbox.key.path)], input=script, text=True,
+                   check=True, capture_output=True, timeout=30)
+    client = DnsClient(settings_for(sandbox))
+    server = client.settings.server
+    deadline = time.monotonic() + 10
+    while len((answer := client.query(server, name, "TLSA")).values) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # inline signing shows the change a moment after NOERROR
+    assert answer == Answer("NOERROR", frozenset({"3 1 1 aabbccdd", GOOD}), 60)
+    signed = client.query_dnssec(server, name, "TLSA")
+    dnskey = client.query_dnssec(server, "example.org.", "DNSKEY").rrset
+    assert signed.rrset is not None and {value_text(r) for r in signed.rrset} == answer.values
+    assert check_rrset("example.org.", signed.rrset, signed.sigs, dnskey, time.time()) == Verdict(VALID)
+
+
+def test_any_rcode_but_noerror_and_nxdomain_is_an_answer_with_that_rcode_not_no_records(sandbox):
+    client = DnsClient(settings_for(sandbox))
+    answer = client.query(client.settings.server, "_25._tcp.mx.elsewhere.test", "TLSA")  # no such zone here
+    assert answer == Answer("REFUSED", frozenset()) and not answer.definite
+
+
+# -- a server that hangs up -----------------------------------------------------------------
+
+@contextlib.contextmanager
+def hanging_up(send: bytes) -> Iterator[int]:
+    """A loopback TCP listener that reads a query, sends `send`, and closes: the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.settimeout(2)
+                connection.recv(65535)
+                connection.sendall(send)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+@pytest.mark.parametrize("send", [b"", b"\x01\x00" + b"\x00" * 10], ids=["before answering", "mid-answer"])
+def test_a_server_closing_the_connection_is_unreachable_naming_server_and_question(send):
+    key = TsigKey("certbot-dane.", "hmac-sha256", b"0" * 32)
+    with hanging_up(send) as port:
+        client = DnsClient(DnsSettings(Endpoint("127.0.0.1", port), key, (), 3.0, 10.0))
+        with pytest.raises(ServerUnreachable, match=rf"127.0.0.1:{port} closed the connection without answering "
+                                                    r"\(query mx.example.org TLSA\)"):
+            client.query(client.settings.server, "mx.example.org", "TLSA")
+        with pytest.raises(ServerUnreachable, match=rf"127.0.0.1:{port} closed .*\(UPDATE of zone example.org."):
+            client.update(ZoneUpdate("example.org.", add=(Record.txt("_acme-challenge.example.org", "x", 60),)))
