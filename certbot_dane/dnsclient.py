@@ -6,6 +6,8 @@ import logging
 import socket
 import struct
 import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 
 import dns.exception
 import dns.flags
@@ -23,32 +25,57 @@ import dns.wire
 
 from certbot_dane.config import DnsSettings, Endpoint
 from certbot_dane.dnssec import SignedAnswer
-from certbot_dane.errors import DnsError, ServerUnreachable, TsigRejected, UpdateRejected, ZoneNotFound
-from certbot_dane.records import Answer, ZoneUpdate, absolute
+from certbot_dane.errors import (
+    DnsError,
+    ServerUnreachable,
+    TsigRejected,
+    UpdateIgnored,
+    UpdateRejected,
+    ZoneNotFound,
+)
+from certbot_dane.records import Answer, Record, Require, ZoneUpdate, absolute
 
 logger = logging.getLogger(__name__)
 
 #: The most one DNS message over TCP can hold (a 16-bit length prefix).
 MAX_MESSAGE = 65_535
+#: Bytes of records (counted uncompressed, so an upper bound) per UPDATE: the rest of MAX_MESSAGE
+#: is margin for the header, the zone section and the TSIG record.
+UPDATE_BUDGET = 60_000
 #: The longest CNAME chain followed inside one answer.
 MAX_CHAIN = 16
+#: Seconds between two looks at the primary while confirming an UPDATE (doubling up to 0.5 s).
+_CONFIRM_FIRST_POLL = 0.02
+#: Records named in one message before "and N more".
+_SHOWN = 5
 
 _RCODE_HINTS = {
-    "REFUSED": "the server's update-policy does not grant key {key} this change (or the zone refuses updates)",
-    "NOTAUTH": "the server is not authoritative for the zone or does not accept key {key}",
+    "REFUSED": "the server does not let key {key} make this change: check BIND's update-policy "
+               "(grant {key} zonesub TXT TLSA;), PowerDNS's zone metadata TSIG-ALLOW-DNSUPDATE {key} and "
+               "ALLOW-DNSUPDATE-FROM (PowerDNS also refuses a record at a name that is a CNAME)",
+    "NOTAUTH": "the server is not authoritative for the zone or does not accept key {key} "
+               "(is the zone a primary zone on this server, and loaded?)",
     "NOTZONE": "a name lies outside the zone",
-    "SERVFAIL": "the server failed to apply the update; see its log",
+    "SERVFAIL": "the server failed to apply the update; see its log (Knot: is the zone loaded?)",
     "NXRRSET": "a prerequisite failed: another host changed the ownership claims meanwhile; nothing was changed, "
                "the next run decides again",
     "YXRRSET": "a prerequisite failed: another host changed the ownership claims meanwhile; nothing was changed, "
                "the next run decides again",
 }
 _TSIG_ERRORS = {
-    dns.tsig.PeerBadKey: "BADKEY: the server does not know key {key} with this algorithm",
+    dns.tsig.PeerBadKey: "BADKEY: the server does not know key {key} with this algorithm "
+                         "(Knot also answers so when no acl names the key)",
     dns.tsig.PeerBadSignature: "BADSIG: the server knows key {key} but the secret differs",
     dns.tsig.PeerBadTime: "BADTIME: the clocks of this host and the server differ too much",
     dns.tsig.PeerBadTruncation: "BADTRUNC: the server rejected the truncated MAC",
 }
+_UNSIGNED_REFUSAL = ("the server rejected the TSIG signature without signing its answer (PowerDNS does this for "
+                     "an unknown key or wrong secret): check TSIG-ALLOW-DNSUPDATE and the key {key} (name, "
+                     "algorithm and secret as the server has them)")
+_ACL_DENIES = ("the server knows key {key} but its ACL/update policy denies this update "
+               "(Knot: acl with key {key}, action update, update-type TLSA TXT on zone {zone})")
+_POLICY_DROPS = ("a server policy may drop records while answering NOERROR (PowerDNS "
+                 "lua-dnsupdate-policy-script; Knot and BIND ignore a record added at a name that is a CNAME)")
 
 
 def value_text(rdata: dns.rdata.Rdata) -> str:
@@ -145,6 +172,16 @@ def _transact(address: str, port: int, request: dns.message.Message, timeout: fl
         return _receive(sock, length, deadline)
 
 
+def _shown(items: Sequence[str]) -> str:
+    """The first few items, then how many more."""
+    more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
+    return ", ".join(items[:_SHOWN]) + more
+
+
+def _names(records: Iterable[Record | Require]) -> str:
+    return _shown(sorted({f"{r.name} {r.rdtype}" for r in records}))
+
+
 class DnsClient:
     """Talks to the primary (zone lookups, TSIG-signed updates) and to authoritative servers."""
 
@@ -188,6 +225,11 @@ class DnsClient:
             raise TsigRejected(f"{server} rejected {what}: {_TSIG_ERRORS[type(err)].format(key=key)}") from err
         except dns.exception.FormError as err:
             if request.had_tsig:
+                unsigned = self._parse_unsigned(wire)
+                if unsigned is not None and not unsigned.had_tsig:
+                    rcode = dns.rcode.to_text(unsigned.rcode())
+                    raise TsigRejected(f"{server} answered {rcode} without a TSIG record to {what}: "
+                                       f"{_UNSIGNED_REFUSAL.format(key=key)}") from err
                 raise DnsError(f"{server}: bad answer to {what}: {err}") from err
             # A record dnspython refuses: keep everything else, and that record as raw rdata.
             try:
@@ -199,6 +241,13 @@ class DnsClient:
             return response
         except dns.exception.DNSException as err:
             raise DnsError(f"{server}: bad answer to {what}: {err}") from err
+
+    @staticmethod
+    def _parse_unsigned(wire: bytes) -> dns.message.Message | None:
+        try:
+            return dns.message.from_wire(wire, keyring=False, continue_on_error=True)
+        except dns.exception.DNSException:
+            return None
 
     # -- queries -------------------------------------------------------------------------
     def query(self, server: Endpoint, name: str, rdtype: str) -> Answer:
@@ -289,27 +338,154 @@ class DnsClient:
 
     # -- updates -------------------------------------------------------------------------
     def update(self, change: ZoneUpdate) -> None:
-        """Send one TSIG-signed UPDATE adding and removing the given records in one zone."""
+        """Apply `change` with TSIG-signed UPDATEs, confirming on the primary that each took effect.
+
+        One message when it fits (see split_update for a batch that does not). After each NOERROR,
+        every changed name/type of that message is asked of the primary (TCP, no recursion; again
+        until `timeout` while the change is not visible yet) before the next message is sent:
+        UpdateIgnored when an added record stays absent or a removed one stays served. Waiting also
+        keeps BIND's inline signing in step: a second large UPDATE sent while BIND still signs the
+        first was seen to never reach the signed zone.
+        """
+        parts = split_update(change)
+        what = f"UPDATE of zone {change.zone} (+{len(change.add)} -{len(change.remove)} records)"
+        for number, part in enumerate(parts, 1):
+            step = f"{what}, message {number} of {len(parts)}" if len(parts) > 1 else what
+            self._send_update(part, self._message(part), step)
+            self._confirm(part, step)
+        logger.info("%s: zone %s updated: %d added, %d removed (%d UPDATE message%s)", self.settings.server,
+                    change.zone, len(change.add), len(change.remove), len(parts), "" if len(parts) == 1 else "s")
+
+    def _message(self, change: ZoneUpdate) -> dns.update.UpdateMessage:
+        """One signed UPDATE: prerequisites, removals, additions (names absolute, never relative to the zone)."""
         key = self.settings.key
-        update = dns.update.UpdateMessage(change.zone, keyring=key.keyring(),
-                                           keyname=dns.name.from_text(key.name))
+        message = dns.update.UpdateMessage(change.zone, keyring=key.keyring(), keyname=dns.name.from_text(key.name))
         for need in change.require:  # RFC 2136 §2.4: exactly these values, or no such RRset
             owner = dns.name.from_text(need.name)
-            if need.values is None:
-                update.absent(owner, need.rdtype)
+            if need.values:
+                message.present(owner, *(to_rdata(need.rdtype, v) for v in sorted(need.values)))
             else:
-                update.present(owner, *(dns.rdata.from_text("IN", need.rdtype, v) for v in sorted(need.values)))
-        for record in change.remove:  # names are absolute, never relative to the zone
-            update.delete(dns.name.from_text(record.name), dns.rdata.from_text("IN", record.rdtype, record.value))
+                message.absent(owner, need.rdtype)
+        for record in change.remove:
+            message.delete(dns.name.from_text(record.name), to_rdata(record.rdtype, record.value))
         for record in change.add:
-            update.add(dns.name.from_text(record.name), record.ttl,
-                       dns.rdata.from_text("IN", record.rdtype, record.value))
-        what = f"UPDATE of zone {change.zone} (+{len(change.add)} -{len(change.remove)} records)"
-        response = self._exchange(self.settings.server, update, what)
+            message.add(dns.name.from_text(record.name), record.ttl, to_rdata(record.rdtype, record.value))
+        return message
+
+    def _send_update(self, change: ZoneUpdate, message: dns.update.UpdateMessage, what: str) -> None:
+        server, key = self.settings.server, self.settings.key.name
+        names = _names((*change.require, *change.add, *change.remove))
+        try:
+            response = self._exchange(server, message, what)
+        except TsigRejected as err:
+            if isinstance(err.__cause__, dns.tsig.PeerBadKey) and self._key_is_known(change.zone):
+                raise UpdateRejected(f"{server} answered BADKEY to {what} for {names}, yet answers a query "
+                                     f"signed with key {key}: {_ACL_DENIES.format(key=key, zone=change.zone)}"
+                                     ) from err
+            raise
         rcode = dns.rcode.to_text(response.rcode())
         if rcode != "NOERROR":
-            hint = _RCODE_HINTS.get(rcode, "see the server's log").format(key=key.name)
-            names = ", ".join(sorted({f"{r.name} {r.rdtype}" for r in change.add + change.remove}))
-            raise UpdateRejected(f"{self.settings.server} answered {rcode} to {what} for {names}: {hint}")
-        logger.info("%s: zone %s updated: %d added, %d removed",
-                    self.settings.server, change.zone, len(change.add), len(change.remove))
+            hint = _RCODE_HINTS.get(rcode, "see the server's log").format(key=key)
+            raise UpdateRejected(f"{server} answered {rcode} to {what} for {names}: {hint}")
+
+    def _key_is_known(self, zone: str) -> bool:
+        """Whether the primary answers a SOA query for `zone` signed with our key (Knot's BADKEY is ambiguous)."""
+        key = self.settings.key
+        request = dns.message.make_query(zone, dns.rdatatype.SOA)
+        request.flags &= ~dns.flags.RD
+        request.use_tsig(key.keyring(), dns.name.from_text(key.name))
+        try:
+            response = self._exchange(self.settings.server, request, f"signed SOA query for {zone}")
+        except DnsError:
+            return False
+        return response.rcode() == dns.rcode.NOERROR and response.had_tsig
+
+    def _confirm(self, change: ZoneUpdate, what: str) -> None:
+        """Look on the primary until every change shows (UpdateIgnored at `timeout` if some never does)."""
+        server = self.settings.server
+        wanted: dict[tuple[str, str], tuple[set[str], set[str]]] = defaultdict(lambda: (set(), set()))
+        for record in change.add:
+            wanted[(record.name, record.rdtype)][0].add(value_text(to_rdata(record.rdtype, record.value)))
+        for record in set(change.remove) - set(change.add):
+            wanted[(record.name, record.rdtype)][1].add(value_text(to_rdata(record.rdtype, record.value)))
+        pending = sorted(wanted)
+        deadline = time.monotonic() + self.settings.timeout
+        pause = _CONFIRM_FIRST_POLL
+        while True:
+            missing: list[str] = []
+            lingering: list[str] = []
+            unknown: list[str] = []
+            aliases: list[str] = []
+            still = []
+            for name, rdtype in pending:
+                try:
+                    answer = self.query(server, name, rdtype)
+                except DnsError as err:
+                    raise type(err)(f"{server} answered NOERROR to {what}, but confirming it failed: {err}") from err
+                present, absent = wanted[(name, rdtype)]
+                served = answer.values if answer.alias is None else frozenset()  # those are the target's
+                if not answer.definite:
+                    unknown.append(f"{name} {rdtype}: {answer.rcode}")
+                elif present - served or absent & served:
+                    missing += [f"{name} {rdtype} {v}" for v in sorted(present - served)]
+                    lingering += [f"{name} {rdtype} {v}" for v in sorted(absent & served)]
+                    if answer.alias is not None and present - served:
+                        aliases.append(f"{name} is a CNAME to {answer.alias}")
+                else:
+                    continue
+                still.append((name, rdtype))
+            pending = still
+            if not pending:
+                return
+            if time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+        if not missing and not lingering:
+            raise DnsError(f"{server} answered NOERROR to {what}, but {self.settings.timeout:g}s later it still "
+                           f"answers {_shown(unknown)}: cannot confirm the change (see the server's log)")
+        found = ([f"added but absent: {_shown(missing)}"] if missing else []) + \
+                ([f"removed but still served: {_shown(lingering)}"] if lingering else []) + aliases
+        raise UpdateIgnored(f"{server} answered NOERROR to {what} but after {self.settings.timeout:g}s does not "
+                            f"serve the change ({'; '.join(found)}): {_POLICY_DROPS}")
+
+
+def split_update(change: ZoneUpdate, budget: int = UPDATE_BUDGET) -> list[ZoneUpdate]:
+    """`change` as the ZoneUpdates to send one after the other, each within `budget` bytes of records.
+
+    A change that fits is one message: atomic. A bigger one (more than ~800 TLSA records: "The DNS
+    message is too big") is split: every addition first, then every removal, the prerequisites on
+    the first message. Adding before removing is safe: between two messages a name holds its old
+    records plus some of the new ones, never fewer than either, so no name is ever left without
+    the records it had or is getting. A record both removed and added is kept, as in one message
+    (where the addition comes last); the prerequisites guard the first message only.
+    """
+    costs = {r: _size(dns.name.from_text(r.name), to_rdata(r.rdtype, r.value)) for r in (*change.add, *change.remove)}
+    required = sum(_require_size(r) for r in change.require)
+    if required + sum(costs[r] for r in (*change.add, *change.remove)) <= budget:
+        return [change]
+    parts: list[tuple[list[Record], list[Record]]] = []  # (additions, removals) of each message
+    removals = tuple(r for r in change.remove if r not in change.add)
+    for records, slot in ((change.add, 0), (removals, 1)):
+        used = budget  # a new message for the first record: removals never share one with additions
+        for record in records:
+            if used + costs[record] > budget:
+                parts.append(([], []))
+                used = required if len(parts) == 1 else 0
+            parts[-1][slot].append(record)
+            used += costs[record]
+    return [ZoneUpdate(change.zone, tuple(add), tuple(remove), change.require if number == 0 else ())
+            for number, (add, remove) in enumerate(parts)]
+
+
+def _require_size(need: Require) -> int:
+    """Bytes a prerequisite takes in a message, at most."""
+    owner = dns.name.from_text(need.name)
+    if not need.values:
+        return len(owner.to_wire() or b"") + 10
+    return sum(_size(owner, to_rdata(need.rdtype, v)) for v in need.values)
+
+
+def _size(name: dns.name.Name, rdata: dns.rdata.Rdata) -> int:
+    """Bytes one record takes in a message, at most (owner uncompressed, type, class, TTL, length, rdata)."""
+    return len(name.to_wire() or b"") + 10 + len(rdata.to_wire() or b"")

@@ -21,6 +21,10 @@ class UpdateRejected(DnsError):
     """The primary answered an UPDATE with an error rcode (REFUSED, NOTAUTH, ...)."""
 
 
+class UpdateIgnored(DnsError):
+    """The primary answered an UPDATE with NOERROR but does not serve the change (a policy dropped it)."""
+
+
 class TsigRejected(DnsError):
     """The server rejected our TSIG signature (BADKEY, BADSIG, BADTIME)."""
 

@@ -14,15 +14,16 @@ import dns.message
 import pytest
 
 from certbot_dane.config import DnsSettings, Endpoint, load
-from certbot_dane.dnsclient import DnsClient, value_text
+from certbot_dane.dnsclient import DnsClient, split_update, value_text
 from certbot_dane.dnssec import VALID, Verdict, check_rrset
-from certbot_dane.errors import ServerUnreachable, TsigRejected, UpdateRejected, ZoneNotFound
-from certbot_dane.records import Answer, Record, ZoneUpdate
+from certbot_dane.errors import ServerUnreachable, TsigRejected, UpdateIgnored, UpdateRejected, ZoneNotFound
+from certbot_dane.records import Answer, Record, Require, ZoneUpdate
 from certbot_dane.tsigkey import TsigKey, decode_secret
 from sandbox.servers import ALGORITHMS, Sandbox, find_binary, free_port, missing_binaries
 from tests.conftest import require_programs
 
 GOOD = "3 1 1 " + "ab" * 32
+NEW = "3 1 1 " + "9b" * 32
 
 
 def settings_for(box: Sandbox, **overrides) -> DnsSettings:
@@ -201,3 +202,54 @@ def test_a_server_closing_the_connection_is_unreachable_naming_server_and_questi
             client.query(client.settings.server, "mx.example.org", "TLSA")
         with pytest.raises(ServerUnreachable, match=rf"127.0.0.1:{port} closed .*\(UPDATE of zone example.org."):
             client.update(ZoneUpdate("example.org.", add=(Record.txt("_acme-challenge.example.org", "x", 60),)))
+
+
+# -- updates: too big for one message, applied or not ---------------------------------------
+
+def tlsa(name: str, number: int) -> Record:
+    return Record(name, "TLSA", f"3 1 1 {number:064x}", 60)
+
+
+def test_a_change_that_fits_is_one_message_and_a_big_one_adds_everything_before_removing_anything():
+    old = tuple(tlsa(f"_25._tcp.h{i}.example.org.", i) for i in range(40))
+    new = tuple(tlsa(f"_25._tcp.h{i}.example.org.", 1000 + i) for i in range(40))
+    kept = tlsa("_25._tcp.kept.example.org.", 7)
+    need = Require("_claims.example.org.", "TXT", None)
+    small = ZoneUpdate("example.org.", new[:2], old[:2], (need,))
+    assert split_update(small) == [small]
+    parts = split_update(ZoneUpdate("example.org.", (*new, kept), (*old, kept), (need,)), budget=1000)
+    assert len(parts) >= 6
+    kinds = ["add" if part.add else "remove" for part in parts]
+    assert kinds == sorted(kinds) and all(not (part.add and part.remove) for part in parts)
+    assert [r for part in parts for r in part.add] == [*new, kept]
+    assert [r for part in parts for r in part.remove] == list(old)  # kept: removed and added, so kept
+    assert parts[0].require == (need,) and all(not part.require for part in parts[1:])
+    client = DnsClient(DnsSettings(Endpoint("127.0.0.1", 53), TsigKey("k.", "hmac-sha256", b"0" * 32), (), 1, 1))
+    assert all(len(client._message(part).to_wire()) <= 1000 for part in parts)
+
+
+def test_a_thousand_records_go_out_in_several_updates_and_all_land(sandbox):
+    client = DnsClient(settings_for(sandbox, timeout=10.0))
+    names = [f"_25._tcp.batch{i}.example.net." for i in range(250)]  # BIND keeps <= 100 records per RRset
+    first = tuple(tlsa(names[i // 4], i) for i in range(1000))
+    second = tuple(tlsa(names[i // 4], 5000 + i) for i in range(1000))
+    assert len(split_update(ZoneUpdate("example.net.", first))) > 1  # "The DNS message is too big" in one
+    client.update(ZoneUpdate("example.net.", add=first))
+    assert sandbox.primary.query(names[-1], "TLSA") == sorted(r.value for r in first[-4:])
+    client.update(ZoneUpdate("example.net.", add=second, remove=first))
+    assert sandbox.primary.query(names[0], "TLSA") == sorted(r.value for r in second[:4])
+    client.update(ZoneUpdate("example.net.", remove=second))
+    assert sandbox.primary.query(names[0], "TLSA") == sandbox.primary.query(names[-1], "TLSA") == []
+
+
+def test_a_record_bind_ignores_at_a_cname_is_reported_with_server_zone_and_record(sandbox):
+    # named logs "attempt to add non-CNAME alongside CNAME ignored" and answers NOERROR.
+    client = DnsClient(settings_for(sandbox, timeout=1.0))
+    record = Record("_25._tcp.alias.example.org.", "TLSA", NEW, 60)
+    with pytest.raises(UpdateIgnored) as info:
+        client.update(ZoneUpdate("example.org.", add=(record,)))
+    message = str(info.value)
+    assert f"127.0.0.1:{sandbox.port} answered NOERROR to UPDATE of zone example.org. (+1 -0 records)" in message
+    assert f"added but absent: _25._tcp.alias.example.org. TLSA {NEW}" in message
+    assert "_25._tcp.alias.example.org. is a CNAME to _dane.example.org." in message
+    assert "a server policy may drop records while answering NOERROR" in message
