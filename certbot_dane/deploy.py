@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from certbot_dane import certificate, certstore, plan, rollover, services, state, verify, zone
 from certbot_dane.certstore import CertStore
@@ -40,6 +41,18 @@ def fault_point(name: str) -> None:
         os._exit(137)
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def host_uptime() -> rollover.Uptime:
+    """This boot's id and the seconds since boot (CLOCK_BOOTTIME), which no clock setting moves."""
+    try:
+        boot = BOOT_ID.read_text(encoding="ascii").strip()
+    except OSError:
+        boot = ""  # unknown boot: only the wall clock counts
+    return boot, time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
 def utc(moment: float) -> str:
     """A moment for humans: '2026-11-24 04:20:00 UTC'."""
     return f"{datetime.datetime.fromtimestamp(moment, datetime.UTC):%Y-%m-%d %H:%M:%S} UTC"
@@ -54,6 +67,7 @@ class Rollout:
     store: CertStore
     now: Callable[[], float] = time.time
     dry_run: bool = False
+    uptime: Callable[[], rollover.Uptime] = host_uptime
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     _owners: dict[str, str] = field(default_factory=dict, repr=False)
@@ -172,7 +186,7 @@ class Rollout:
         owners = {name: self.owners(lin) for name, (lin, _) in staged.items()}
         observed = zone.observe(self.client, sorted({o for found in owners.values() for o in found}))
         for name, (lineage, st) in staged.items():
-            result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now())
+            result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now(), self.uptime())
             for lag in result.lagging:
                 self.say(name, f"lagging: {lag}")
             st = self.save(rollover.with_gate(st, result, self.now()))

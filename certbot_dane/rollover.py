@@ -14,6 +14,9 @@ Observation = Mapping[str, Mapping[Endpoint, Reply]]
 #: How far a run's clock may lag the latest run's before the run stops counting time (NTP jitter).
 CLOCK_SLACK = 2.0
 
+#: The host's boot id and seconds since boot (CLOCK_BOOTTIME): time that no clock setting moves.
+Uptime = tuple[str, float]
+
 
 BOOTSTRAP = "bootstrap: no TLSA RRset exists yet, so no sender can fail"
 
@@ -37,6 +40,8 @@ class Staged(Version):
     old_ttl: int = 0                # TTL of the RRsets before pre-publishing
     no_wait: str | None = None      # why no wait is needed (records already published and aged)
     names: tuple[str, ...] = ()     # the owner names the clock (and no_wait) were decided for
+    served_boot: str = ""           # the boot (id) and time since boot when served_at was taken: within
+    served_uptime: float = 0.0      # one boot, a wall clock jumping forward cannot shorten the wait
 
 
 @dataclass(frozen=True)
@@ -177,13 +182,15 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
                    error=None, clock_high=max(state.clock_high, now))
 
 
-def gate(state: LineageState, observed: Observation, now: float) -> Gate:
+def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime | None = None) -> Gate:
     """RFC 7671 §8.1: every server serves the staged records, then 2 x max(old TTL, new TTL) passes.
 
     The clock belongs to the owner names it was started for (`Staged.names`): when the names
     observed now differ (a name added to the lineage, a CNAME re-pointed), it starts again, and a
     no-wait decision taken for other names no longer holds. A run whose clock is behind the latest
-    run's starts no clock and opens no gate (`clock_high`).
+    run's starts no clock and opens no gate (`clock_high`). With `uptime` (the boot id and seconds
+    since boot, which no clock setting moves), the time waited is counted in uptime, and a reboot
+    restarts the clock: a wall clock set back or forward can then neither shorten nor stall a wait.
     """
     staged = state.staged
     if staged is None:
@@ -195,7 +202,10 @@ def gate(state: LineageState, observed: Observation, now: float) -> Gate:
               for v in a.values} - set(staged.records)
     if staged.no_wait == BOOTSTRAP and others:
         staged = replace(staged, no_wait=None)  # an RRset appeared since: the bootstrap decision is stale
-    if now + CLOCK_SLACK < state.clock_high:
+    boot = uptime[0] if uptime is not None else ""
+    if staged.served_at is not None and staged.served_boot != boot:
+        staged = replace(staged, served_at=None)  # counted in another boot's uptime (or none): start again
+    if not boot and now + CLOCK_SLACK < state.clock_high:
         return Gate(False, staged.served_at, None, f"this host's clock is {state.clock_high - now:.0f}s behind "
                     "the latest run's: not counting time until it catches up", staged=staged)
     if staged.no_wait:
@@ -214,12 +224,15 @@ def gate(state: LineageState, observed: Observation, now: float) -> Gate:
     if lagging:
         return Gate(False, None, None, f"waiting for {len(lagging)} server answer(s) to include the new records",
                     tuple(lagging), replace(staged, served_at=None))
-    served_at = staged.served_at if staged.served_at is not None else now
-    staged = replace(staged, served_at=served_at)
-    safe_at = served_at + 2 * max(ttls)
+    if staged.served_at is None:
+        staged = replace(staged, served_at=now, served_boot=boot, served_uptime=uptime[1] if uptime else 0.0)
+    served_at = staged.served_at
+    assert served_at is not None
+    waited = uptime[1] - staged.served_uptime if uptime is not None and boot else now - served_at
+    safe_at = now + 2 * max(ttls) - waited
     # an RRset cached before the TTL was lowered may outlive the gate computed from today's TTL
     lowered = state.ttl_seen_at + 2 * state.ttl_seen if state.ttl_seen > max(ttls) else 0.0
-    if now < safe_at:
+    if waited < 2 * max(ttls):
         return Gate(False, served_at, max(safe_at, lowered),
                     f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire", staged=staged)
     if now < lowered:

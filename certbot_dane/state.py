@@ -179,6 +179,10 @@ def _version(cls: type[V], data: Any) -> V | None:
             values[key] = _typed(data[key], (int, float))
     if data.get("served_at") is not None:
         values["served_at"] = float(_typed(data["served_at"], (int, float)))
+    if "served_boot" in data:
+        values["served_boot"] = _typed(data["served_boot"], str)
+    if "served_uptime" in data:
+        values["served_uptime"] = float(_typed(data["served_uptime"], (int, float)))
     if "aged" in data:
         values["aged"] = _typed(data["aged"], bool)
     if data.get("no_wait") is not None:

@@ -147,9 +147,9 @@ class RolloverModel(RuleBasedStateMachine):
     #: I1 with ROLLOVER.md's margin: no RRset lacking a live record was served within `margin` x its TTL
     #: (1: only what caches may really hold, which the exact check already covers).
     margin = 2
-    #: May two lineages sharing a TLSA name start from nothing? (known bug: see
-    #: test_a_lineage_bootstrapping_on_a_shared_name...); if not, shared worlds start deployed.
-    bootstrap_shared_names = False
+    #: May two lineages sharing a TLSA name start from nothing? (was a bug, fixed: see
+    #: test_a_renewal_publishing_on_a_shared_name_keeps...); if not, shared worlds start deployed.
+    bootstrap_shared_names = True
     #: May the admin add a record to a name whose lineage has a bootstrap (no-wait) version staged but
     #: not yet swapped in? (was a bug, fixed: see test_a_stale_bootstrap_decision...)
     add_foreign_during_bootstrap = True
@@ -188,6 +188,7 @@ class RolloverModel(RuleBasedStateMachine):
                                   {"mx2": self.lineage("mx2", MX_NAMES[:1], world.mx_params, host / "live")},
                                   host / "letsencrypt")
         (self.root / "service").mkdir()
+        self.boots = [self.clock()]  # when the host (re)booted: CLOCK_BOOTTIME counts from there
         self.serial = 0
         every = [*lineages, *(self.config2.lineages if self.config2 else ())]
         self.key = {name: 0 for name in every}
@@ -210,6 +211,10 @@ class RolloverModel(RuleBasedStateMachine):
                   f"exec cp {(deploy_dir or self.root / 'live') / name / 'fullchain.pem'} {service}'")
         return LineageSettings(name, tlsa, tuple(TlsaParams.from_text(p) for p in params), self.world.tlsa_ttl,
                                reload=(reload,))
+
+    def uptime(self) -> tuple[str, float]:
+        """The host's boot id and seconds since boot (true time: no clock setting moves it)."""
+        return f"boot-{len(self.boots)}", self.clock() - self.boots[-1]
 
     # -- the hosts: lineage name -> its instance's config -------------------------------------
     def configs(self) -> list[Config]:
@@ -251,7 +256,8 @@ class RolloverModel(RuleBasedStateMachine):
         rollout = model.CrashingRollout(
             config, model.ModelDnsClient(config.dns, self.dns),
             model.CrashingStore(config.state_dir, config.deploy_dir, crasher),
-            now=(lambda: self.clock() + clock_off) if clock_off else self.clock, crash=crasher)
+            now=(lambda: self.clock() + clock_off) if clock_off else self.clock,
+            uptime=self.uptime, crash=crasher)
         try:
             crasher("run:start")
             body(rollout)
@@ -343,6 +349,19 @@ class RolloverModel(RuleBasedStateMachine):
         self.advance_by(wait)
         self.timer(None, clock_off=-behind)
 
+    @rule(ahead=st.sampled_from((60.0, 3600.0, 86400.0)), wait=st.sampled_from(("0s", *WAITS)))
+    @step
+    def tick_with_clock_ahead(self, ahead: float, wait: str) -> None:
+        """One timer run whose wall clock is `ahead` seconds fast (a bad NTP step), within the same boot."""
+        self.advance_by(wait)
+        self.timer(None, clock_off=ahead)
+
+    @rule()
+    @step
+    def host_reboots(self) -> None:
+        """The host reboots: a new boot id, time since boot from zero."""
+        self.boots.append(self.clock())
+
     @rule(lineage=lineage_names, edit=st.sampled_from(("add a name", "remove a name", "params")),
           params=st.sampled_from(PARAM_SETS))
     @step
@@ -384,7 +403,7 @@ class RolloverModel(RuleBasedStateMachine):
         before = self.snapshot()
         rollout = deploy.Rollout(self.config, model.ModelDnsClient(self.config.dns, self.dns),
                                  certstore.CertStore(self.config.state_dir, self.config.deploy_dir), now=self.clock,
-                                 dry_run=True)
+                                 dry_run=True, uptime=self.uptime)
         deploy.deploy_all(rollout)
         assert self.snapshot() == before, "I6: a dry run changed something"
 
@@ -931,18 +950,19 @@ class UnrestrictedModel(RolloverModel):
     add_foreign_during_bootstrap = True
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a renewal hook publishes only the renewed lineage's records; on a TLSA name shared with a lineage "
-    "that is deployed but whose records are missing there (its bootstrap UPDATE failed), that publish creates "
-    "an RRset the other lineage's live certificate does not match, until the next timer run and one TTL (I1)"))
-def test_a_renewal_publishing_on_a_shared_name_darkens_a_lineage_whose_records_are_missing() -> None:
+def test_a_renewal_publishing_on_a_shared_name_keeps_a_lineage_whose_update_failed() -> None:
+    """Was a strict xfail (known gap 1): the renewal hook published only the renewed lineage's records on a
+    name shared with a lineage that had gone live although its bootstrap UPDATE failed. Fixed twice over:
+    a bootstrap goes live only once its records are published, and the hook publishes the records of
+    every lineage sharing the renewed one's names in the same UPDATE."""
     world = World(secondaries=1, mx_params=("3 0 1",), imap_params=("3 0 1",), shared=True, tlsa_ttl=60,
                   soa_ttl=60, soa_minimum=30, seed=0, start_deployed=False)
     with Schedule(world, UnrestrictedModel) as s:
         s.next_update_fails("timeout")
-        s.renew("mx", 0, 0)                   # bootstrap: deployed at once, its UPDATE times out
-        assert s.deployed("mx") is not None and not s.dns(N25)
-        s.renew("imap", 0, 0)                 # publishes imap's record: _25 now holds imap's record only
+        s.renew("mx", 0, 0)                   # bootstrap, its UPDATE times out: not live
+        assert s.deployed("mx") is None and not s.dns(N25)
+        s.renew("imap", 0, 0)                 # publishes mx's record next to imap's at _25
+        assert s.records(s.newest("mx")) <= s.dns(N25)
 
 
 def lowered_ttl_schedule(s: Schedule, timer_saw_it: bool) -> None:
@@ -1086,12 +1106,13 @@ def test_a_run_with_the_clock_set_back_does_not_shorten_the_wait() -> None:
     with Schedule(ONE_LINEAGE) as s:
         old = s.deployed()
         s.renew("mx", 1, 0)
-        s.tick_with_clock_behind(3600.0, "1s")   # every server serves the new records: no clock starts
-        s.tick("1s")
+        s.tick_with_clock_behind(3600.0, "1s")   # every server serves the new records: the clock starts
+        s.tick("1s")                             # (a wall clock would say an hour has passed since)
         assert s.deployed() == old
-        s.tick("2TTL-1s")
+        s.m.clock.advance(2 * 60 - 2)            # 2 x TTL - 1 s since the behind run
+        s.tick("0s")
         assert s.deployed() == old
-        s.tick("1s")
+        s.tick("1s")                             # 2 x TTL since the behind run, counted in time since boot
         assert s.deployed() == s.newest()
 
 
@@ -1119,3 +1140,15 @@ def test_a_bootstrap_goes_live_only_once_its_records_are_published() -> None:
         s.tick_other_host("0s")
         s.tick("2TTL")
         s.tick_other_host("2TTL")
+
+
+def test_a_run_with_the_clock_set_forward_does_not_shorten_the_wait() -> None:
+    """The wall clock a day ahead for one run, within one boot: time since boot bounds the time waited."""
+    with Schedule(ONE_LINEAGE) as s:
+        old = s.deployed()
+        s.renew("mx", 1, 0)
+        s.tick("1s")                             # every server serves the new records: the clock starts
+        s.tick_with_clock_ahead(86400.0, "1s")
+        assert s.deployed() == old
+        s.tick("2TTL")
+        assert s.deployed() == s.newest()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from certbot_dane import rollover
@@ -195,3 +197,37 @@ def test_a_bootstrap_decision_is_dropped_when_an_rrset_appeared_before_the_swap(
     assert rollover.gate(st, observed(a=NEW.records, b=NEW.records), 101.0).ready
     g = rollover.gate(st, observed(a=(*NEW.records, FOREIGN), b=(*NEW.records, FOREIGN)), 101.0)
     assert not g.ready and g.safe_at == 101.0 + 120
+
+
+# -- clocks ------------------------------------------------------------------------------------
+def test_without_a_boot_id_a_run_whose_clock_is_behind_the_latest_counts_no_time():
+    st = dataclasses.replace(staged_state(None), clock_high=10_000.0)
+    g = rollover.gate(st, observed(a=NEW.records, b=NEW.records), 6_400.0)
+    assert not g.ready and g.staged.served_at is None and "behind" in g.reason
+
+
+def test_time_since_boot_counts_the_wait_whatever_the_wall_clock_says():
+    started = rollover.gate(staged_state(None), observed(a=NEW.records, b=NEW.records), 1_000.0, ("b1", 50.0))
+    st = rollover.with_gate(staged_state(None), started, 1_000.0)
+    ahead = rollover.gate(st, observed(a=NEW.records, b=NEW.records), 90_000.0, ("b1", 100.0))
+    assert not ahead.ready and ahead.safe_at == 90_070.0      # 50 s of 120 s waited, whatever the wall clock
+    assert rollover.gate(st, observed(a=NEW.records, b=NEW.records), 0.0, ("b1", 170.0)).ready
+
+
+def test_a_reboot_restarts_the_clock():
+    started = rollover.gate(staged_state(None), observed(a=NEW.records, b=NEW.records), 1_000.0, ("b1", 50.0))
+    st = rollover.with_gate(staged_state(None), started, 1_000.0)
+    after = rollover.gate(st, observed(a=NEW.records, b=NEW.records), 5_000.0, ("b2", 10.0))
+    assert not after.ready and after.served_at == 5_000.0
+
+
+def test_the_clock_restarts_when_the_owner_names_change():
+    st = staged_state(200.0)
+    more = {**observed(a=NEW.records, b=NEW.records), "_587._tcp.mx.example.org.": {A: answer(*NEW.records)}}
+    g = rollover.gate(st, more, 10_000.0)
+    assert not g.ready and g.served_at == 10_000.0 and "_587._tcp.mx.example.org." in g.staged.names
+
+
+def test_servfail_is_no_bootstrap():
+    st = rollover.stage(LineageState("mx"), NEW, {N1: Answer("SERVFAIL", frozenset()), N2: answer()}, 100.0)
+    assert st.staged is not None and st.staged.no_wait is None

@@ -1,0 +1,103 @@
+"""Change plans (pure): publishing with ownership claims, retiring with the last claim, the safety check."""
+
+from __future__ import annotations
+
+import pytest
+
+from certbot_dane import plan
+from certbot_dane.records import Answer, Record, Require
+from certbot_dane.rollover import LineageState, Published, UnsafePlan, Version
+
+N = "_25._tcp.mx.example.org."
+OLD, NEW, HAND = "3 0 1 " + "aa" * 32, "3 0 1 " + "bb" * 32, "3 1 1 aabbccdd"
+ME, OTHER = "a1b2", "c3d4"
+CLAIM_OLD = plan.claim_name(N, OLD)
+
+
+def rrset(*values: str, ttl: int | None = 300) -> Answer:
+    return Answer("NOERROR", frozenset(values), ttl if values else None)
+
+
+def intent(st: LineageState) -> plan.Intent:
+    return plan.Intent(st.lineage, (N,), st, {N: 60})
+
+
+DEPLOYED_NEW = LineageState("mx", deployed=Version(NEW[6:], (NEW,)))
+
+
+def test_claim_names_are_one_label_under_the_owner_and_map_back() -> None:
+    assert CLAIM_OLD.endswith("._certbot-dane." + N) and len(CLAIM_OLD.split(".")[0]) == 32
+    assert plan.owner_of_claim(CLAIM_OLD) == N and plan.owner_of_claim(N) is None
+
+
+def test_a_missing_record_is_published_with_our_claim_at_the_rrset_ttl() -> None:
+    p = plan.publish([intent(DEPLOYED_NEW)], {N: rrset(OLD)}, {}, ME, 5.0)
+    assert set(p.add) == {Record(N, "TLSA", NEW, 300), Record(plan.claim_name(N, NEW), "TXT", '"a1b2 mx"', 300)}
+    assert p.states["mx"].published == (Published(N, NEW, 5.0, claimed=True),)
+
+
+def test_a_new_rrset_takes_the_configured_ttl() -> None:
+    p = plan.publish([intent(DEPLOYED_NEW)], {N: rrset()}, {}, ME, 5.0)
+    assert {r.ttl for r in p.add} == {60}
+
+
+def test_a_record_another_host_published_is_claimed_and_becomes_ours_too() -> None:
+    p = plan.publish([intent(DEPLOYED_NEW)], {N: rrset(NEW)}, {(N, NEW): frozenset({'"c3d4 mx"'})}, ME, 5.0)
+    assert p.add == (Record(plan.claim_name(N, NEW), "TXT", '"a1b2 mx"', 300),)
+    assert p.states["mx"].published[0].claimed
+
+
+def test_an_unclaimed_record_already_there_is_foreign_and_left_alone() -> None:
+    p = plan.publish([intent(DEPLOYED_NEW)], {N: rrset(NEW)}, {}, ME, 5.0)
+    assert not p.changes and not p.states
+
+
+def test_a_record_of_ours_without_a_claim_gets_one() -> None:
+    st = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), published=(Published(N, NEW, 1.0),))
+    p = plan.publish([intent(st)], {N: rrset(NEW)}, {}, ME, 5.0)
+    assert [r.rdtype for r in p.add] == ["TXT"] and p.states["mx"].published[0].claimed
+
+
+STALE = LineageState("mx", deployed=Version(NEW[6:], (NEW,)),
+                     published=(Published(N, OLD, 1.0, True), Published(N, NEW, 2.0, True)))
+
+
+def test_the_last_claim_goes_with_the_record_under_a_prerequisite() -> None:
+    mine = frozenset({'"a1b2 mx"'})
+    p = plan.retire([intent(STALE)], {}, {(N, OLD): mine}, ME)
+    assert set(p.remove) == {Record(N, "TLSA", OLD), Record(CLAIM_OLD, "TXT", '"a1b2 mx"')}
+    assert p.require == (Require(CLAIM_OLD, "TXT", mine),)
+    assert [x.value for x in p.states["mx"].published] == [NEW]
+
+
+def test_a_record_another_host_still_claims_stays_and_only_our_claim_goes() -> None:
+    p = plan.retire([intent(STALE)], {}, {(N, OLD): frozenset({'"a1b2 mx"', '"c3d4 mx"'})}, ME)
+    assert p.remove == (Record(CLAIM_OLD, "TXT", '"a1b2 mx"'),) and not p.require
+    assert "still claimed by c3d4 mx" in p.lines[0][1]
+    assert [x.value for x in p.states["mx"].published] == [NEW]
+
+
+def test_a_record_published_before_claims_existed_requires_that_none_appeared() -> None:
+    p = plan.retire([intent(STALE)], {}, {(N, OLD): frozenset()}, ME)
+    assert p.remove == (Record(N, "TLSA", OLD),) and p.require == (Require(CLAIM_OLD, "TXT", None),)
+
+
+def test_a_record_another_lineage_of_this_host_wants_is_kept_and_stays_ours() -> None:
+    p = plan.retire([intent(STALE)], {N: frozenset({OLD})}, {}, ME)
+    assert not p.changes and not p.states
+
+
+@pytest.mark.parametrize("record, why", [
+    (Record(N, "TLSA", NEW), "matches a deployed certificate"),
+    (Record(N, "TLSA", HAND), "did not publish it"),
+    (Record(CLAIM_OLD, "TXT", '"c3d4 mx"'), "not a claim of this host"),
+    (Record("x.example.org.", "TXT", '"a1b2 mx"'), "not a claim of this host"),
+])
+def test_check_refuses_what_must_stay(record: Record, why: str) -> None:
+    with pytest.raises(UnsafePlan, match=why):
+        plan.Plan(remove=(record,)).check({N: frozenset({NEW})}, {(N, OLD)}, ME)
+
+
+def test_check_lets_our_stale_record_and_claim_go() -> None:
+    plan.Plan(remove=(Record(N, "TLSA", OLD), Record(CLAIM_OLD, "TXT", '"a1b2 mx"'))).check(
+        {N: frozenset({NEW})}, {(N, OLD)}, ME)
