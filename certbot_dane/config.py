@@ -35,7 +35,7 @@ _DNS_KEYS = {
     "server", "port", "key_file", "key_name", "key_secret", "key_algorithm",
     "nameservers", "timeout", "propagation_timeout",
 }
-_LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "verify_address", "key_group"}
+_LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "verify_address", "key_group", "min_wait"}
 _VERIFY_SCHEMES = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993,
                    "pop3": 110, "pop3s": 995, "https": 443}
 # whole strings are matched with fullmatch (a `$` would let a trailing newline through); ASCII only
@@ -92,6 +92,7 @@ class LineageSettings:
     verify: tuple[VerifyTarget, ...] = ()
     key_group: int | None = None  # gid that may read the deployed private key (mode 0640)
     verify_address: str | None = None  # connect here instead of resolving each verify host
+    min_wait: int = 0  # the gate never opens sooner after every server served the new records (seconds)
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -343,6 +344,10 @@ class _Parser:
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= 86400):
             self.problem(f"{label}.tlsa_ttl", "must be a whole number of seconds from 1 to 86400")
             ttl = None
+        min_wait = table.get("min_wait", 0)
+        if isinstance(min_wait, bool) or not isinstance(min_wait, int) or not 0 <= min_wait <= 30 * 86400:
+            self.problem(f"{label}.min_wait", "must be a whole number of seconds from 0 to 2592000 (30 days)")
+            min_wait = 0
         canonical = tuple(n.lower().rstrip(".") + "." for n in names)
         reload = tuple(self.string_list(table, "reload", f"{label}.reload"))
         verify = tuple(v for v in (self.verify_target(label, t) for t in
@@ -359,7 +364,7 @@ class _Parser:
                 self.problem(f"{label}.verify_address", f"{address!r} is not an IP address")
                 address = None
         return LineageSettings(name, canonical, tuple(params), ttl, reload, verify,
-                               self.group(label, table.get("key_group")), address)
+                               self.group(label, table.get("key_group")), address, min_wait)
 
     def verify_target(self, label: str, text: str) -> VerifyTarget | None:
         scheme, sep, rest = text.partition("://")

@@ -186,7 +186,8 @@ class Rollout:
         owners = {name: self.owners(lin) for name, (lin, _) in staged.items()}
         observed = zone.observe(self.client, sorted({o for found in owners.values() for o in found}))
         for name, (lineage, st) in staged.items():
-            result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now(), self.uptime())
+            result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now(), self.uptime(),
+                                   lineage.min_wait)
             for lag in result.lagging:
                 self.say(name, f"lagging: {lag}")
             st = self.save(rollover.with_gate(st, result, self.now()))

@@ -182,8 +182,12 @@ def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | 
                    error=None, clock_high=max(state.clock_high, now))
 
 
-def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime | None = None) -> Gate:
+def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime | None = None,
+         min_wait: float = 0.0) -> Gate:
     """RFC 7671 §8.1: every server serves the staged records, then 2 x max(old TTL, new TTL) passes.
+
+    `min_wait` (the lineage's configured minimum) covers TTLs the gate cannot know: one raised and
+    lowered again while no run saw it (host down, timer stopped).
 
     The clock belongs to the owner names it was started for (`Staged.names`): when the names
     observed now differ (a name added to the lineage, a CNAME re-pointed), it starts again, and a
@@ -229,12 +233,13 @@ def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime 
     served_at = staged.served_at
     assert served_at is not None
     waited = uptime[1] - staged.served_uptime if uptime is not None and boot else now - served_at
-    safe_at = now + 2 * max(ttls) - waited
+    needed = max(2 * max(ttls), min_wait)
+    safe_at = now + needed - waited
     # an RRset cached before the TTL was lowered may outlive the gate computed from today's TTL
     lowered = state.ttl_seen_at + 2 * state.ttl_seen if state.ttl_seen > max(ttls) else 0.0
-    if waited < 2 * max(ttls):
-        return Gate(False, served_at, max(safe_at, lowered),
-                    f"waiting 2 x TTL ({2 * max(ttls)}s) for caches to expire", staged=staged)
+    if waited < needed:
+        why = f"2 x TTL ({2 * max(ttls)}s)" if needed == 2 * max(ttls) else f"the configured min_wait ({needed:g}s)"
+        return Gate(False, served_at, max(safe_at, lowered), f"waiting {why} for caches to expire", staged=staged)
     if now < lowered:
         return Gate(False, served_at, lowered, f"the TTL was {state.ttl_seen}s until lately: waiting 2 x that "
                                                "for caches holding the old RRset to expire", staged=staged)

@@ -57,6 +57,7 @@ tlsa_ttl = 300
     assert lineage.tlsa == ("_25._tcp.mx.example.org.", "_465._tcp.mx.example.org.")
     assert lineage.params == (TlsaParams(3, 1, 1), TlsaParams(2, 1, 1))
     assert lineage.tlsa_ttl == 300
+    assert lineage.min_wait == 0
 
 
 def test_defaults(tmp_path, key_file):
@@ -98,6 +99,8 @@ def test_environment_variable_names_the_default_file(tmp_path, key_file, monkeyp
     ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\ntls_ttl = 5\n',
      ["did you mean lineage.\"mx\".tlsa_ttl?"]),
     ('state_dir = "relative"\n', ["state_dir: must be an absolute path", "[dns]: missing table"]),
+    ('[dns]\nserver = "127.0.0.1"\nkey_file = "KEY"\n[lineage."mx"]\ntlsa = ["_25._tcp.mx.org"]\nmin_wait = -1\n',
+     ['lineage."mx".min_wait: must be a whole number of seconds from 0']),
 ])
 def test_every_problem_is_named_in_one_error(tmp_path, key_file, body, problems):
     path = write(tmp_path, body.replace("KEY", str(key_file)))

@@ -153,6 +153,8 @@ class RolloverModel(RuleBasedStateMachine):
     #: May the admin add a record to a name whose lineage has a bootstrap (no-wait) version staged but
     #: not yet swapped in? (was a bug, fixed: see test_a_stale_bootstrap_decision...)
     add_foreign_during_bootstrap = True
+    #: Each lineage's configured min_wait (seconds; the documented rule for TTLs no run saw).
+    min_wait = 0
 
     def __init__(self) -> None:
         super().__init__()
@@ -210,7 +212,7 @@ class RolloverModel(RuleBasedStateMachine):
         reload = (f"sh -c 'if [ -e {flag} ]; then rm {flag}; echo reload failed >&2; exit 1; fi; "
                   f"exec cp {(deploy_dir or self.root / 'live') / name / 'fullchain.pem'} {service}'")
         return LineageSettings(name, tlsa, tuple(TlsaParams.from_text(p) for p in params), self.world.tlsa_ttl,
-                               reload=(reload,))
+                               reload=(reload,), min_wait=self.min_wait)
 
     def uptime(self) -> tuple[str, float]:
         """The host's boot id and seconds since boot (true time: no clock setting moves it)."""
@@ -1004,11 +1006,25 @@ def test_a_ttl_lowered_after_the_timer_saw_it_keeps_the_2_x_ttl_margin() -> None
 
 
 @pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "bug: a TTL raised and lowered again while no certbot-dane run saw it (timer stopped, host down) is "
-    "unknown to the gate, which waits 2 x the lowered TTL: caches may still hold the old RRset (I1)"))
-def test_a_ttl_lowered_before_any_run_saw_it_keeps_caches_safe() -> None:
+    "known limit, documented: a TTL raised and lowered again while no certbot-dane run saw it (timer "
+    "stopped, host down) is unknown to the gate, which waits 2 x the lowered TTL: caches may still hold "
+    "the old RRset (I1) unless the lineage's min_wait covers the longest TTL the admin may set"))
+def test_a_ttl_lowered_before_any_run_saw_it_without_min_wait_is_a_known_limit() -> None:
     with Schedule(LOWERED_TTL, ExactCachesModel) as s:
         lowered_ttl_schedule(s, timer_saw_it=False)
+
+
+class MinWaitModel(ExactCachesModel):
+    """Lineages configured with min_wait = 2 x the longest TTL the admin sets (3600 s)."""
+
+    min_wait = 7200
+
+
+def test_a_ttl_lowered_before_any_run_saw_it_keeps_caches_safe_with_min_wait() -> None:
+    """The documented rule that replaces known gap 2: min_wait bounds the wait from below."""
+    with Schedule(LOWERED_TTL, MinWaitModel) as s:
+        lowered_ttl_schedule(s, timer_saw_it=False)
+        assert s.deployed() == s.newest()
 
 
 def test_a_stale_bootstrap_decision_does_not_skip_the_gate_after_an_rrset_appeared() -> None:
