@@ -6,6 +6,7 @@ import contextlib
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ logger = logging.getLogger(__name__)
 
 KEY_FILES = ("privkey.pem", "combined.pem")
 VERSIONS = ".versions"
+VERSION_DIR_MODE = 0o755
 
 
 def read_lineage(cert: Path, chain: Path, fullchain: Path, privkey: Path) -> CertSet:
@@ -33,32 +35,114 @@ def read_dir(directory: Path) -> CertSet | None:
     return read_lineage(*(directory / name for name in FILES))
 
 
-def _write_version(target: Path, certs: CertSet, gid: int | None) -> None:
-    """Write a complete version directory at `target`, atomically (temp dir + rename)."""
-    if target.is_dir():
-        return  # renamed into place only once complete
-    target.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+def _mode(name: str, gid: int | None) -> int:
+    """The intended mode of a file in a version directory: keys 0600 (0640 with a key group), the rest 0644."""
+    if name in KEY_FILES:
+        return 0o640 if gid is not None else 0o600
+    return 0o644
+
+
+def _version_files(certs: CertSet) -> dict[str, bytes]:
+    """Every file of a version directory and its content."""
+    return certs.files() | {"combined.pem": certs.privkey + certs.fullchain}
+
+
+def _mismatch(target: Path, files: dict[str, bytes], gid: int | None) -> str | None:
+    """Why the existing `target` is not exactly the version directory we would write; None when it is.
+
+    Ours (owner), our modes (directory 0755, keys as intended), regular files with one link each,
+    the same names and the same bytes.
+    """
+    uid = os.geteuid()
+    info = os.lstat(target)
+    if not stat.S_ISDIR(info.st_mode):
+        return "not a directory"
+    if info.st_uid != uid:
+        return f"owned by uid {info.st_uid}, not {uid}"
+    if stat.S_IMODE(info.st_mode) != VERSION_DIR_MODE:
+        return f"mode {stat.S_IMODE(info.st_mode):04o}, not {VERSION_DIR_MODE:04o}"
+    extra = sorted(set(os.listdir(target)) ^ set(files))
+    if extra:
+        return f"holds other files than a version ({', '.join(extra)})"
+    for name, data in files.items():
+        info = os.lstat(target / name)
+        mode = _mode(name, gid)
+        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+            return f"{name} is not a plain file"
+        if info.st_uid != uid:
+            return f"{name} is owned by uid {info.st_uid}, not {uid}"
+        if stat.S_IMODE(info.st_mode) != mode:
+            return f"{name} has mode {stat.S_IMODE(info.st_mode):04o}, not {mode:04o}"
+        if gid is not None and name in KEY_FILES and info.st_gid != gid:
+            return f"{name} belongs to gid {info.st_gid}, not {gid}"
+        if (target / name).read_bytes() != data:
+            return f"{name} is not the file being written"
+    return None
+
+
+def _private_dir(path: Path, mode: int) -> None:
+    """Create a directory we write certificate files under; refuse one that someone else could change."""
     try:
-        os.chmod(tmp, 0o755)
-        files = certs.files() | {"combined.pem": certs.privkey + certs.fullchain}
+        path.mkdir(mode=mode, parents=True, exist_ok=True)
+        info = os.lstat(path)
+    except OSError as err:
+        raise StateError(f"cannot create directory {path}: {err.strerror}") from err
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o022:
+        raise StateError(f"{path} is not a directory owned by uid {os.geteuid()} and writable only by it "
+                         f"(owner {info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}); "
+                         "certbot-dane writes no certificate files under it: move it away")
+
+
+def _write_version(target: Path, certs: CertSet, gid: int | None) -> None:
+    """Make `target` a version directory holding exactly `certs`, with our owner and the intended modes.
+
+    An existing `target` is never trusted: it is kept only if it is exactly what would be written
+    (then readers of it are not disturbed); otherwise the version is built complete in a fresh
+    temporary directory, the existing one is moved aside and removed, and the new one renamed in.
+    """
+    files = _version_files(certs)
+    tmp: Path | None = None
+    try:
+        _private_dir(target.parent, 0o755)
+        if os.path.lexists(target):
+            why = _mismatch(target, files, gid)
+            if why is None:
+                return
+            logger.warning("%s is not what certbot-dane wrote (%s); replacing it", target, why)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        os.chmod(tmp, VERSION_DIR_MODE)
         for name, data in files.items():
-            secret = name in KEY_FILES
-            mode = (0o640 if gid is not None else 0o600) if secret else 0o644
-            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            mode = _mode(name, gid)
+            fd = os.open(tmp / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(fd, "wb") as handle:
-                if secret and gid is not None:
+                if name in KEY_FILES and gid is not None:
                     os.fchown(handle.fileno(), -1, gid)
                 os.fchmod(handle.fileno(), mode)
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
         _fsync_dir(tmp)
+        if os.path.lexists(target):  # renamed aside first: rename(2) cannot replace a non-empty directory
+            aside = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.untrusted-"))
+            os.rename(target, aside / target.name)
+            _remove(aside)
         os.rename(tmp, target)
+        tmp = None
         _fsync_dir(target.parent)
     except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise StateError(f"cannot write certificate files to {target}: {err.strerror}") from err
+    finally:
+        if tmp is not None:
+            _remove(tmp)
+
+
+def _remove(path: Path) -> None:
+    """Remove a file, symlink or directory tree that is ours to remove; whatever cannot go stays."""
+    if path.is_symlink() or not path.is_dir():
+        with contextlib.suppress(OSError):
+            path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -83,7 +167,7 @@ class CertStore:
 
     def stage(self, lineage: str, certs: CertSet) -> Path:
         """Copy a version into the staging area (fsynced, keys 0600); returns its directory."""
-        self.staging.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _private_dir(self.staging, 0o700)
         target = self.staged_dir(lineage, fingerprint(certs.cert))
         _write_version(target, certs, None)
         return target
@@ -102,9 +186,9 @@ class CertStore:
         base = self.staging / lineage
         if not base.is_dir():
             return
-        for entry in base.iterdir():
+        for entry in base.iterdir():  # also what a killed run left: .<fp>.tmp-*, .<fp>.untrusted-*
             if keep is None or entry.name != keep[:16]:
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
 
     # -- deployed ------------------------------------------------------------------------
     def live_dir(self, lineage: str) -> Path:
@@ -123,15 +207,17 @@ class CertStore:
     def swap(self, lineage: str, certs: CertSet, gid: int | None) -> None:
         """Make `certs` the deployed version in one rename(2) of a symlink: readers see old or new."""
         fp = fingerprint(certs.cert)
-        versions = self.deploy_dir / VERSIONS / lineage
-        _write_version(versions / fp[:16], certs, gid)
+        _private_dir(self.deploy_dir / VERSIONS, 0o755)
+        _write_version(self.deploy_dir / VERSIONS / lineage / fp[:16], certs, gid)
         link = self.live_dir(lineage)
         if link.exists() and not link.is_symlink():
             raise StateError(f"{link} exists and is not a symlink certbot-dane made; move it away")
-        tmp = link.with_name(f".{lineage}.link-{os.getpid()}")
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        prefix = f".{lineage}.link-"
+        tmp = link.with_name(f"{prefix}{os.getpid()}")
         try:
+            for entry in self.deploy_dir.iterdir():  # ours, left by a run killed before its rename
+                if entry.name.startswith(prefix) and entry.name[len(prefix):].isdigit() and entry.is_symlink():
+                    _remove(entry)
             os.symlink(Path(VERSIONS) / lineage / fp[:16], tmp)
             os.replace(tmp, link)
             _fsync_dir(self.deploy_dir)
@@ -145,6 +231,6 @@ class CertStore:
         if not versions.is_dir():
             return
         wanted = {fp[:16] for fp in keep}
-        for entry in versions.iterdir():
+        for entry in versions.iterdir():  # also what a killed run left: .<fp>.tmp-*, .<fp>.untrusted-*
             if entry.name not in wanted:
-                shutil.rmtree(entry, ignore_errors=True)
+                _remove(entry)
