@@ -23,6 +23,7 @@ The model honours what ROLLOVER.md relies on and nothing more:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import random
@@ -296,7 +297,7 @@ class ModelDnsClient(DnsClient):
     """The DnsClient interface (settings, find_zone, servers, query, update) over a ModelDns."""
 
     def __init__(self, settings: DnsSettings, dns: ModelDns) -> None:
-        super().__init__(settings)
+        super().__init__(dataclasses.replace(settings, timeout=0.0))  # confirm once, never sleep
         self.dns = dns
 
     def _exchange(self, *args: object, **kwargs: object) -> NoReturn:
@@ -320,7 +321,9 @@ class ModelDnsClient(DnsClient):
         return self.dns.answer(server, name, rdtype)
 
     def update(self, change: ZoneUpdate) -> None:
+        """Apply, then confirm on the primary as the real client does (a dropped update is UpdateIgnored)."""
         self.dns.apply(change)
+        self._confirm(change, f"UPDATE of zone {change.zone}")
 
 
 # -- senders -------------------------------------------------------------------------------------

@@ -375,6 +375,10 @@ class RolloverModel(RuleBasedStateMachine):
         settings_ = config.lineages[lineage]
         if edit == "add a name" and lineage == "mx":  # _587._tcp.mx is mx's (where the admin may have put
             # the live certificate's records by hand); another lineage's certificate would not match them
+            if any(self.dns.values(N587) and not self.dns.values(N587) & model.matching_values(chain)
+                   for chain in self.live_chains()["mx"]):
+                STATS["name not added (its RRset does not match the live certificate: dark already)"] += 1
+                return
             changed = dataclasses.replace(settings_, tlsa=tuple(dict.fromkeys(settings_.tlsa + (N587,))))
         elif edit == "remove a name" and len(settings_.tlsa) > 1:
             changed = dataclasses.replace(settings_, tlsa=settings_.tlsa[:-1])
@@ -456,6 +460,12 @@ class RolloverModel(RuleBasedStateMachine):
     def next_update_fails(self, kind: str) -> None:
         self.dns.next_update_fails = kind
 
+    @rule()
+    @step
+    def next_update_dropped(self) -> None:
+        """The primary answers the next UPDATE NOERROR but applies nothing (a PowerDNS Lua policy)."""
+        self.dns.next_update_dropped = True
+
     @rule(name=st.sampled_from(ALL_NAMES), ttl=st.sampled_from(TTLS))
     @step
     def admin_adds_foreign_record(self, name: str, ttl: int) -> None:
@@ -491,8 +501,8 @@ class RolloverModel(RuleBasedStateMachine):
         live = self.live_chains().get("mx", [])
         if not live or any(N587 in lin.tlsa for lin in self.lineages().values()):
             return
-        for value in own_records(live[0], self.config.lineages["mx"].params):
-            self.dns.admin_add(N587, value, self.dns.ttl(N587) or ttl)
+        for value in own_records(live[0], self.config.lineages["mx"].params) - self.dns.values(N587):
+            self.dns.admin_add(N587, value, self.dns.ttl(N587) or ttl)  # (what is there already stays ours)
             self.foreign.add((N587, value))
 
     @rule(name=st.sampled_from(("every TLSA name", *ALL_NAMES)), ttl=st.sampled_from(TTLS))
@@ -518,6 +528,7 @@ class RolloverModel(RuleBasedStateMachine):
     def converge(self) -> None:
         STATS["settles"] += 1
         self.dns.next_update_fails = None
+        self.dns.next_update_dropped = False
         self.dns.rcodes.clear()
         for flag in self.root.glob("reload-fails-*"):
             flag.unlink()
@@ -1168,3 +1179,15 @@ def test_a_run_with_the_clock_set_forward_does_not_shorten_the_wait() -> None:
         assert s.deployed() == old
         s.tick("2TTL")
         assert s.deployed() == s.newest()
+
+
+def test_an_update_the_primary_drops_while_answering_noerror_is_named_and_retried() -> None:
+    """A PowerDNS Lua policy answers NOERROR and applies nothing: the run fails naming it; the next one retries."""
+    with Schedule(ONE_LINEAGE) as s:
+        old = s.deployed()
+        s.next_update_dropped()
+        s.renew("mx", 1, 0)
+        assert "does not serve the change" in (s.state().error or "")
+        assert s.dns(N25) == s.records(old)
+        s.tick("0s")
+        assert s.records(s.newest()) <= s.dns(N25) and s.state().error is None
