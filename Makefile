@@ -12,6 +12,7 @@ test: setup
 	$(PY) -m pytest -q
 	$(PY) -m mypy
 	$(PY) -m ruff check certbot_dane tests sandbox bench
+	.venv/bin/lint-imports
 
 bench: setup
 	$(PY) bench/certonly_speed.py

@@ -157,10 +157,12 @@ def test_refused_publish_is_reported_in_one_line_and_retried_by_the_next_run(san
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], way="hook")
     done = s.issue()
     assert "answered REFUSED" in done.stderr and "update-policy" in done.stderr
-    assert s.deployed() == s.certbot_cert(), "bootstrap: no RRset, so deploying first breaks nothing"
+    assert s.deployed() is None, "a bootstrap goes live only once its records are published"
+    assert s.staged() == s.certbot_cert(), "the certificate is staged, nothing lost"
     done = s.cli("deploy")
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "answered REFUSED" in done.stderr
+    assert s.deployed() is None
 
 
 def test_install_hook_puts_a_working_hook_in_certbots_directory(sandbox, tmp_path):
