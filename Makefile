@@ -9,10 +9,7 @@ demo: setup
 	$(PY) -m sandbox.demo
 
 test: setup
-	$(PY) -m pytest -q
-	$(PY) -m mypy
-	$(PY) -m ruff check certbot_dane tests sandbox bench
-	.venv/bin/lint-imports
+	scripts/test.sh
 
 bench: setup
 	$(PY) bench/certonly_speed.py

@@ -200,11 +200,12 @@ class Report:
 
 
 # -- assess: pure ------------------------------------------------------------------------
-def assess(lineage: LineageSettings, local: Local, observed: Observed, now: float) -> LineageReport:
+def assess(lineage: LineageSettings, local: Local, observed: Observed, now: float,
+           uptime: rollover.Uptime | None = None) -> LineageReport:
     """Phase, record classification and findings of one lineage, from values only (no I/O)."""
     deployed, staged = local.deployed, local.staged
     st = rollover.reconcile(local.state, deployed.fingerprint if deployed else None)
-    gate = rollover.gate(st, _for_gate(lineage.tlsa, observed), now, min_wait=lineage.min_wait) if st.staged else None
+    gate = rollover.gate(st, _for_gate(lineage.tlsa, observed), now, uptime, lineage.min_wait) if st.staged else None
     phase, reason, safe_at = _phase(st, gate)
     names = tuple(_name_view(name, st, deployed, staged, observed) for name in lineage.tlsa)
     zones = tuple(_zone_view(z, observed) for z in dict.fromkeys(observed.zone_of[n] for n in lineage.tlsa))

@@ -16,9 +16,8 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
-from certbot_dane import certificate, certstore, plan, rollover, services, state, verify, zone
+from certbot_dane import boot, certificate, certstore, plan, rollover, services, state, verify, zone
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
@@ -41,18 +40,6 @@ def fault_point(name: str) -> None:
         os._exit(137)
 
 
-BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
-
-
-def host_uptime() -> rollover.Uptime:
-    """This boot's id and the seconds since boot (CLOCK_BOOTTIME), which no clock setting moves."""
-    try:
-        boot = BOOT_ID.read_text(encoding="ascii").strip()
-    except OSError:
-        boot = ""  # unknown boot: only the wall clock counts
-    return boot, time.clock_gettime(time.CLOCK_BOOTTIME)
-
-
 def utc(moment: float) -> str:
     """A moment for humans: '2026-11-24 04:20:00 UTC'."""
     return f"{datetime.datetime.fromtimestamp(moment, datetime.UTC):%Y-%m-%d %H:%M:%S} UTC"
@@ -67,7 +54,7 @@ class Rollout:
     store: CertStore
     now: Callable[[], float] = time.time
     dry_run: bool = False
-    uptime: Callable[[], rollover.Uptime] = host_uptime
+    uptime: Callable[[], rollover.Uptime] = boot.uptime
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     _owners: dict[str, str] = field(default_factory=dict, repr=False)

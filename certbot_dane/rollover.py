@@ -207,7 +207,7 @@ def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime 
     if staged.no_wait == BOOTSTRAP and others:
         staged = replace(staged, no_wait=None)  # an RRset appeared since: the bootstrap decision is stale
     boot = uptime[0] if uptime is not None else ""
-    if staged.served_at is not None and staged.served_boot != boot:
+    if boot and staged.served_at is not None and staged.served_boot != boot:
         staged = replace(staged, served_at=None)  # counted in another boot's uptime (or none): start again
     if not boot and now + CLOCK_SLACK < state.clock_high:
         return Gate(False, staged.served_at, None, f"this host's clock is {state.clock_high - now:.0f}s behind "
@@ -233,8 +233,10 @@ def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime 
     served_at = staged.served_at
     assert served_at is not None
     waited = uptime[1] - staged.served_uptime if uptime is not None and boot else now - served_at
+    # (a caller without the host's uptime, like `status` on another host, counts the wall clock)
     needed = max(2 * max(ttls), min_wait)
-    safe_at = now + needed - waited
+    # the moment for humans: on the wall clock from served_at, unless the wall clock jumped since
+    safe_at = served_at + needed if abs(now - served_at - waited) <= CLOCK_SLACK else now + needed - waited
     # an RRset cached before the TTL was lowered may outlive the gate computed from today's TTL
     lowered = state.ttl_seen_at + 2 * state.ttl_seen if state.ttl_seen > max(ttls) else 0.0
     if waited < needed:

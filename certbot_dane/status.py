@@ -38,7 +38,7 @@ from typing import TypeVar
 
 from dns.rrset import RRset
 
-from certbot_dane import certificate, certstore, config, dnssec, state, zone
+from certbot_dane import boot, certificate, certstore, config, dnssec, state, zone
 from certbot_dane.assessment import CertView, Local, Observed, Report, Served, Severity, ZoneAnswer, assess
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, Endpoint, LineageSettings
@@ -158,7 +158,7 @@ def _served(zone: str, answer: SignedAnswer, keys: tuple[ZoneAnswer, RRset | Non
 def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient | None = None,
            now: float | None = None, workers: int = WORKERS) -> Report:
     """Gather everything for these lineages and assess each one."""
-    now = time.time() if now is None else now
+    given_now, now = now, time.time() if now is None else now
     client = client or DnsClient(cfg.dns)
     owners = zone.owners(client, dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
     # a CNAME'd TLSA name is reported (and assessed) where its RRset lives, as senders see it
@@ -166,7 +166,9 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
                 for lineage in lineages]
     found = {lineage.name: local(cfg, lineage) for lineage in lineages}
     observed = gather(client, lineages, now, workers)
-    return Report(now, tuple(assess(lineage, found[lineage.name], observed, now) for lineage in lineages))
+    # deploy runs count the gate's wait in this host's uptime; a caller's own `now` is the wall clock only
+    up = boot.uptime() if given_now is None else None
+    return Report(now, tuple(assess(lineage, found[lineage.name], observed, now, up) for lineage in lineages))
 
 
 def select(cfg: Config, name: str | None) -> list[LineageSettings]:

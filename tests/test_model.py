@@ -375,9 +375,12 @@ class RolloverModel(RuleBasedStateMachine):
         settings_ = config.lineages[lineage]
         if edit == "add a name" and lineage == "mx":  # _587._tcp.mx is mx's (where the admin may have put
             # the live certificate's records by hand); another lineage's certificate would not match them
-            if any(self.dns.values(N587) and not self.dns.values(N587) & model.matching_values(chain)
-                   for chain in self.live_chains()["mx"]):
-                STATS["name not added (its RRset does not match the live certificate: dark already)"] += 1
+            now = self.clock()
+            if any(run.values and not run.values & model.matching_values(chain)
+                   and (run.end is None or now < run.end + self.margin * run.ttl)
+                   for chain in self.live_chains()["mx"] for server in self.dns.servers
+                   for run in server.history.get(N587, [])):
+                STATS["name not added (senders may hold an RRset there the live certificate does not match)"] += 1
                 return
             changed = dataclasses.replace(settings_, tlsa=tuple(dict.fromkeys(settings_.tlsa + (N587,))))
         elif edit == "remove a name" and len(settings_.tlsa) > 1:

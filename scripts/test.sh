@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# `make test` after setup: the whole suite on both cores, then the static checks.
+# The model-based tests (tests/test_model.py, CPU-bound) run in one pytest process while the
+# real-server tests (mostly waiting on named, Knot, PowerDNS, Pebble and TTLs) run in another;
+# the model's output is printed after the other's. Exit non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+model_log=$(mktemp)
+trap 'rm -f "$model_log"' EXIT
+"$PY" -m pytest -q tests/test_model.py >"$model_log" 2>&1 &
+model=$!
+"$PY" -m pytest -q --ignore=tests/test_model.py
+rest=$?
+wait "$model"
+model_status=$?
+echo "----- tests/test_model.py (ran alongside) -----"
+cat "$model_log"
+if [ "$rest" -ne 0 ] || [ "$model_status" -ne 0 ]; then
+    echo "test: FAILED (real-server and other tests: exit $rest; model: exit $model_status)" >&2
+    exit 1
+fi
+"$PY" -m mypy && "$PY" -m ruff check certbot_dane tests sandbox bench && .venv/bin/lint-imports
