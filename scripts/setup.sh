@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl)
+PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl faketime)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
