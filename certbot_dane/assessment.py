@@ -179,6 +179,7 @@ class LineageReport:
     zones: tuple[ZoneView, ...]
     dnssec: str
     findings: tuple[Finding, ...]
+    pending: tuple[str, ...] = ()  # what the next `certbot-dane deploy` run's plans would do
 
     @property
     def status(self) -> Severity:

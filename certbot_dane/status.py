@@ -19,7 +19,8 @@ JSON schema, version 1 (docs/status-json.md has the full description; fields are
                                 "accepts_deployed": BOOL}]}]}],
         "zones": [{"zone": FQDN, "signed": BOOL, "servers": [{"server": ..., "rcode": TEXT,
                    "soa_serial": INT | null, "dnssec": {...}}]}],
-        "findings": [{"severity": "CRITICAL|WARNING", "code": CODE, "text": TEXT}]}]}
+        "findings": [{"severity": "CRITICAL|WARNING", "code": CODE, "text": TEXT}],
+        "pending": [TEXT, ...]}]}
     CERT = {"fingerprint": HEX, "subject": TEXT, "serial": HEX, "not_after": ISO,
             "days_left": FLOAT, "expired": BOOL, "records": ["3 0 1 HEX", ...]}
 """
@@ -38,13 +39,14 @@ from typing import TypeVar
 
 from dns.rrset import RRset
 
-from certbot_dane import boot, certificate, certstore, config, dnssec, state, zone
+from certbot_dane import boot, certificate, certstore, config, dnssec, plan, rollover, state, zone
 from certbot_dane.assessment import CertView, Local, Observed, Report, Served, Severity, ZoneAnswer, assess
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, Endpoint, LineageSettings
 from certbot_dane.dnsclient import DnsClient, value_text
 from certbot_dane.dnssec import SignedAnswer, Verdict
 from certbot_dane.errors import ConfigError, DaneError, DnsError, StateError
+from certbot_dane.records import Answer
 from certbot_dane.statusformat import to_json, to_text, unknown_json
 from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
 
@@ -168,7 +170,50 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
     observed = gather(client, lineages, now, workers)
     # deploy runs count the gate's wait in this host's uptime; a caller's own `now` is the wall clock only
     up = boot.uptime() if given_now is None else None
-    return Report(now, tuple(assess(lineage, found[lineage.name], observed, now, up) for lineage in lineages))
+    reports = [assess(lineage, found[lineage.name], observed, now, up) for lineage in lineages]
+    steps = pending(cfg, client, lineages, found, observed, now)
+    return Report(now, tuple(dataclasses.replace(r, pending=steps[r.lineage] + (
+        (f"deploy certificate {r.staged.fingerprint[:16]}",) if r.phase == "ready" and r.staged else ()))
+        for r in reports))
+
+
+def pending(cfg: Config, client: DnsClient, lineages: Sequence[LineageSettings], found: dict[str, Local],
+            observed: Observed, now: float) -> dict[str, tuple[str, ...]]:
+    """The publish and retire plans the next deploy run would apply, as the lines it would print.
+
+    The same pure planners as `deploy` (`plan.publish`, `plan.retire`) over what `status` observed
+    on the primary, plus the ownership claims (read-only TXT queries; no key needed).
+    """
+    primary = client.settings.server
+    intents: list[plan.Intent] = []
+    keep: dict[str, set[str]] = {}
+    for other in cfg.lineages.values():  # what lineages not reported on want stays too
+        if all(other.name != lineage.name for lineage in lineages):
+            st = state.load_lineage(cfg.state_dir, other.name)
+            for owner in (*other.tlsa, *(p.name for p in st.published)):
+                keep.setdefault(owner, set()).update(rollover.wanted_values(st))
+    for lineage in lineages:
+        local_ = found[lineage.name]
+        st = rollover.reconcile(local_.state, local_.deployed.fingerprint if local_.deployed else None)
+        deployed = local_.deployed.records if local_.deployed and st.deployed and \
+            local_.deployed.fingerprint == st.deployed.fingerprint else None
+        st = rollover.refresh(st, deployed, local_.staged.records if local_.staged else None)
+        intents.append(plan.Intent(lineage.name, lineage.tlsa, st))
+        for owner in (*lineage.tlsa, *(p.name for p in st.published)):
+            keep.setdefault(owner, set()).update(rollover.wanted_values(st), deployed or ())
+    answers = {o: Answer(a.rcode, a.values, a.ttl) for o, by in observed.tlsa.items() for s, a in by.items()
+               if s == primary}
+    if not all(o in answers and answers[o].definite for i in intents for o in i.owners):
+        return {lineage.name: () for lineage in lineages}  # the findings say why
+    kept = {o: frozenset(v) for o, v in keep.items()}
+    instance = state.instance_id(cfg.state_dir, create=False)
+    claims = zone.claims(client, plan.to_claim(intents, answers) | plan.to_retire(intents, kept))
+    steps: dict[str, list[str]] = {lineage.name: [] for lineage in lineages}
+    planned = (plan.publish(intents, answers, claims, instance, now), plan.retire(intents, kept, claims, instance))
+    for changes in planned:
+        for name, line in changes.lines:
+            steps[name].append(line)
+    return {name: tuple(lines) for name, lines in steps.items()}
 
 
 def select(cfg: Config, name: str | None) -> list[LineageSettings]:

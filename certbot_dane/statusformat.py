@@ -39,6 +39,7 @@ def to_json(rep: Report) -> dict[str, Any]:
                 {"server": s.server, "rcode": s.rcode, "soa_serial": s.soa_serial, "dnssec": _verdict(s.dnssec)}
                 for s in z.servers]} for z in lr.zones],
             "findings": [{"severity": f.severity.name, "code": f.code, "text": f.text} for f in lr.findings],
+            "pending": list(lr.pending),
         } for lr in rep.lineages],
     }
 
@@ -90,4 +91,5 @@ def to_text(rep: Report, colour: bool = False) -> str:
                 lines.append(f"    {s.server:<{width}}  soa {s.soa_serial if s.soa_serial is not None else '-'}  "
                              f"ttl {s.ttl if s.ttl is not None else '-'}  {served}")
         lines += [f"  {c(f'{f.severity.name:<8}', f.severity.name)} {f.text}" for f in lr.findings]
+        lines += [f"  {'next run' if i == 0 else '':<9} {step}" for i, step in enumerate(lr.pending)]
     return "\n".join(lines)

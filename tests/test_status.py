@@ -626,3 +626,23 @@ def test_lineage_option_narrows_and_bad_input_is_unknown(sandbox, tmp_path):
     done = subprocess.run([str(Path(sys.executable).parent / "certbot-dane"), "-c", str(tmp_path / "missing.toml"),
                            "status"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 3 and "missing.toml: cannot read configuration" in done.stderr
+
+
+def test_pending_shows_what_the_next_deploy_run_would_do_then_nothing(sandbox, tmp_path):
+    name = "st-pending.example.org"
+    s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=300)
+    assert s.issue().returncode == 0
+    old = s.records(s.certbot_cert())
+    assert s.renew().returncode == 0
+    new = s.records(s.certbot_cert())
+    s.wait_until_served(s.tlsa[0], old | new)
+    (value,) = new
+    client = DnsClient(load(s.config).dns)                   # someone removes our staged record by hand
+    client.update(ZoneUpdate(client.find_zone(s.tlsa[0]), remove=(Record(s.tlsa[0], "TLSA", value),)))
+    s.wait_until_served(s.tlsa[0], old)
+    code, doc = status_json(s)
+    assert lineage_of(doc)["pending"] == [f"publish {s.tlsa[0]}. TLSA {value[:14]}.."]
+    assert f"next run  publish {s.tlsa[0]}. TLSA {value[:14]}.." in s.cli("status").stdout
+    assert s.cli("deploy").returncode == 0
+    code, doc = status_json(s)
+    assert lineage_of(doc)["pending"] == [] and s.tlsa_on(s.tlsa[0]) == old | new
