@@ -11,6 +11,7 @@ removing them, whatever the number of lineages.
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import os
 import time
@@ -24,7 +25,7 @@ from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
-from certbot_dane.tlsa import served_leaf_matches
+from certbot_dane.tlsa import TlsaParams, load_chain, records_for, served_leaf_matches
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,7 @@ class Rollout:
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
     _owners: dict[str, str] = field(default_factory=dict, repr=False)
+    _primary: dict[str, Answer] = field(default_factory=dict, repr=False)  # owner -> answer, until we change it
 
     @classmethod
     def from_config(cls, config: Config, dry_run: bool = False) -> Rollout:
@@ -93,8 +95,9 @@ class Rollout:
     def owners(self, lineage: LineageSettings) -> tuple[str, ...]:
         """The owner names of a lineage's TLSA RRsets: its names, or where their CNAMEs lead (once a run)."""
         missing = [n for n in lineage.tlsa if n not in self._owners]
-        if missing:
-            self._owners.update(zone.owners(self.client, missing))
+        for name, (owner, answer) in zone.owners(self.client, missing).items() if missing else ():
+            self._owners[name] = owner
+            self._primary.setdefault(owner, answer)
         return tuple(dict.fromkeys(self._owners[n] for n in lineage.tlsa))
 
     def _resolve(self, batch: Batch) -> dict[str, tuple[str, ...]]:
@@ -123,13 +126,18 @@ class Rollout:
                                      else state.load_lineage(self.config.state_dir, other.name))
         return found
 
+    def on_primary(self, owners: Iterable[str]) -> dict[str, Answer]:
+        """What the primary serves at each owner: as seen earlier in this run, unless we changed it since."""
+        self._primary.update(zone.on_primary(self.client, [o for o in owners if o not in self._primary]))
+        return {o: self._primary[o] for o in owners}
+
     # -- publish: plan.publish, state written ahead of the UPDATE ----------------------------
     def publish(self, batch: Batch) -> None:
         """Add every wanted record the primary does not serve yet, and our claims (write-ahead state)."""
         owners = self._resolve(batch)
         every = sorted({o for name in batch for o in owners[name]})
         try:
-            primary = zone.on_primary(self.client, every)
+            primary = self.on_primary(every)
         except DnsError as err:
             self.fail(batch, batch, err)
             return
@@ -307,7 +315,7 @@ class Rollout:
                 live = set(st.deployed.records if st.deployed else ())
             else:
                 deployed = certstore.read_dir(self.store.live_dir(lineage.name))
-                live = {r.to_text() for r in certificate.tlsa_records(deployed, lineage.params)} if deployed else set()
+                live = set(_records(deployed, lineage)) if deployed else set()
             try:
                 owners = self.owners(lineage)
             except DnsError:
@@ -319,6 +327,7 @@ class Rollout:
 
     def _apply(self, batch: Batch, changes: plan.Plan) -> bool:
         """Send a plan's DNS changes; on failure, fail the lineages whose names it touched."""
+        self._primary.clear()
         try:
             zone.apply(self.client, add=changes.add, remove=changes.remove, require=changes.require)
         except DnsError as err:
@@ -388,7 +397,7 @@ def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSe
     st = current(rollout, lineage)
     try:
         owners = rollout.owners(lineage)
-        on_primary: dict[str, Answer] | None = zone.on_primary(rollout.client, owners)
+        on_primary: dict[str, Answer] | None = rollout.on_primary(owners)
         dns_error = None
     except DnsError as err:  # stage anyway, so that nothing is lost; the next run publishes
         owners, on_primary, dns_error = lineage.tlsa, None, err
@@ -445,7 +454,14 @@ def current(rollout: Rollout, lineage: LineageSettings) -> LineageState:
 
 
 def _records(certs: certificate.CertSet, lineage: LineageSettings) -> tuple[str, ...]:
-    return tuple(r.to_text() for r in certificate.tlsa_records(certs, lineage.params))
+    """The lineage's records for these certificate files with today's params."""
+    return _chain_records(certs.fullchain, lineage.params)
+
+
+@functools.lru_cache(maxsize=4096)
+def _chain_records(fullchain: bytes, params: tuple[TlsaParams, ...]) -> tuple[str, ...]:
+    """(Memoised: every run reads each deployed certificate twice, the timer once a minute.)"""
+    return tuple(r.to_text() for r in records_for(params, load_chain(fullchain)))
 
 
 def _newer_than_known(rollout: Rollout, lineage: str, found: certificate.CertSet, st: LineageState) -> bool:

@@ -164,7 +164,7 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
     client = client or DnsClient(cfg.dns)
     owners = zone.owners(client, dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
     # a CNAME'd TLSA name is reported (and assessed) where its RRset lives, as senders see it
-    lineages = [dataclasses.replace(lineage, tlsa=tuple(dict.fromkeys(owners[n] for n in lineage.tlsa)))
+    lineages = [dataclasses.replace(lineage, tlsa=tuple(dict.fromkeys(owners[n][0] for n in lineage.tlsa)))
                 for lineage in lineages]
     found = {lineage.name: local(cfg, lineage) for lineage in lineages}
     observed = gather(client, lineages, now, workers)

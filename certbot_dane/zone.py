@@ -24,8 +24,9 @@ def on_primary(client: DnsClient, names: Iterable[str]) -> dict[str, Answer]:
     return {name: client.query(client.settings.server, name, "TLSA") for name in names}
 
 
-def owners(client: DnsClient, names: Iterable[str]) -> dict[str, str]:
-    """Where each TLSA name's RRset lives: the name itself, or the end of its CNAME chain (RFC 7671 §7).
+def owners(client: DnsClient, names: Iterable[str]) -> dict[str, tuple[str, Answer]]:
+    """Where each TLSA name's RRset lives (the name itself, or the end of its CNAME chain, RFC 7671 §7),
+    and what the primary serves there.
 
     Asked of the primary, which must also be authoritative for every target (records are published
     there). DnsError naming the chain when it loops, is too long, or a server answers SERVFAIL & co.
@@ -43,7 +44,7 @@ def owners(client: DnsClient, names: Iterable[str]) -> dict[str, str]:
         if not answer.definite:
             raise DnsError(f"{client.settings.server} answered {answer.rcode} for {' -> '.join(chain)} TLSA: "
                            "cannot tell where its RRset lives (see the server's log)")
-        found[name] = chain[-1]
+        found[name] = (chain[-1], answer)
     return found
 
 
