@@ -44,13 +44,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def require_real_servers() -> None:
     """Skip (or, in CI, fail loudly) when a server binary is missing."""
-    missing = missing_binaries()
-    if not missing:
-        return
-    message = f"real-server tests: missing {', '.join(missing)}; apt-get install {APT_PACKAGES}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+    require_programs(missing_binaries(), APT_PACKAGES)
 
 
 @pytest.fixture(scope="session")
