@@ -102,8 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check", help="validate the configuration and look up each TLSA name's zone and "
                                  "authoritative servers (changes nothing)").set_defaults(func=_check)
 
-    dep = sub.add_parser("deploy", help="deploy staged certificates whose gate has opened, reload, retire "
-                                        "old records (run by certbot-dane.timer)")
+    dep = sub.add_parser(
+        "deploy", help="deploy staged certificates whose gate has opened, reload, retire old records (run by "
+                       "certbot-dane.timer)",
+        description="For each lineage: follow each TLSA name's CNAMEs to where its RRset lives; publish the "
+                    "missing records of the deployed and staged certificates, each with an ownership claim (a TXT "
+                    "record at <hash>._certbot-dane.<owner>); once every authoritative server serves them, wait "
+                    "2 x TTL (or the lineage's min_wait, if longer), counted in time since boot; swap the staged "
+                    "certificate in; reload; verify; retire the records certbot-dane published that nothing "
+                    "deployed or staged needs, together with the last claim on them. A record another host still "
+                    "claims, or that certbot-dane did not publish, is never removed. A second concurrent run is "
+                    "refused (lock).")
     dep.add_argument("--lineage", metavar="NAME", help="only this lineage (certbot certificate name)")
     dep.add_argument("--dry-run", action="store_true",
                      help="print what would be published, swapped, reloaded and removed, and why not yet; "
@@ -114,8 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     dep.set_defaults(func=_deploy)
 
     sta = sub.add_parser("status", help="per certificate: phase, deployed and staged certificate, the TLSA records "
-                                        "every server serves, DNSSEC, findings; Nagios exit codes (0 OK, "
-                                        "1 WARNING, 2 CRITICAL, 3 UNKNOWN); changes nothing")
+                                        "every server serves, DNSSEC, findings, what the next deploy run would "
+                                        "do; Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); changes "
+                                        "nothing")
     sta.add_argument("--lineage", metavar="NAME", help="only this lineage")
     sta.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/status-json.md)")
     sta.set_defaults(func=_status)
