@@ -121,9 +121,13 @@ class Rollout:
                 theirs = set(self.owners(other))
             except DnsError:
                 theirs = set(other.tlsa)
-            if mine & theirs:
+            if not mine & theirs:
+                continue
+            try:
                 found[other.name] = (other, batch[other.name][1] if other.name in batch
                                      else state.load_lineage(self.config.state_dir, other.name))
+            except StateError as err:
+                logger.warning("%s: %s", other.name, err)
         return found
 
     def on_primary(self, owners: Iterable[str]) -> dict[str, Answer]:
@@ -151,7 +155,7 @@ class Rollout:
         try:
             for name, (lineage, st) in batch.items():
                 seen = rollover.remember_ttl(st, max((primary[o].ttl or 0 for o in owners[name]), default=0),
-                                             self.now())
+                                             self.now(), self.uptime())
                 if seen != st:
                     batch[name] = (lineage, self.save(seen))
                 new_rrsets = [o for o in owners[name] if primary[o].ttl is None]
@@ -164,13 +168,17 @@ class Rollout:
             return
         for name, text in changes.lines:
             self.say(name, text)
-        for name, st in changes.states.items():
+        for name, st in changes.ahead.items():
             batch[name] = (batch[name][0], self.save(st))
         if not changes.changes or self.dry_run:
             return
         fault_point("before-publish")
-        self._apply(batch, changes)
+        if not self._apply(batch, changes):
+            return
         fault_point("after-publish")
+        for name, st in changes.states.items():  # our claims landed
+            if name in batch:
+                batch[name] = (batch[name][0], self.save(st))
 
     # -- gate: rollover.gate per staged lineage, then the swap -------------------------------
     def gate(self, batch: Batch, force: bool) -> None:
@@ -309,8 +317,15 @@ class Rollout:
         keep: dict[str, set[str]] = {}
         protected: dict[str, set[str]] = {}
         for lineage in self.config.lineages.values():
-            st = batch[lineage.name][1] if lineage.name in batch else state.load_lineage(self.config.state_dir,
-                                                                                         lineage.name)
+            try:
+                st = batch[lineage.name][1] if lineage.name in batch else state.load_lineage(self.config.state_dir,
+                                                                                             lineage.name)
+            except StateError as err:  # what it wants is unknown: nothing of ours at its names goes
+                logger.warning("%s: retiring nothing at its TLSA names: %s", lineage.name, err)
+                for owner in lineage.tlsa:
+                    keep.setdefault(owner, set()).update(p.value for _, bst in batch.values() for p in bst.published
+                                                         if p.name == owner)
+                continue
             if self.dry_run and lineage.name in batch:  # what the plan would have deployed by now
                 live = set(st.deployed.records if st.deployed else ())
             else:
@@ -484,7 +499,11 @@ def _load(rollout: Rollout, lineage: LineageSettings) -> LineageState | None:
     st = current(rollout, lineage)
     live = rollout.config.letsencrypt_dir / "live" / lineage.name
     found = certstore.read_dir(live)
-    if found is not None and _newer_than_known(rollout, lineage.name, found, st):
+    try:
+        newer = found is not None and _newer_than_known(rollout, lineage.name, found, st)
+    except ValueError as err:
+        raise CertError(f"{lineage.name}: cannot parse {live}/cert.pem: {err}") from err
+    if found is not None and newer:
         rollout.say(lineage.name, f"{live} holds a newer certificate than certbot-dane knows; staging it")
         return _stage(rollout, lineage, found)
     if st.deployed is None and st.staged is None:
@@ -500,7 +519,7 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
     Returns lineage name -> error for each lineage that failed; the others carry on.
     """
     batch: Batch = {}
-    with state.locked(rollout.config.state_dir, wait=False):
+    with state.locked(rollout.config.state_dir, wait=False, clean=not rollout.dry_run):
         for name in names or sorted(rollout.config.lineages):
             lineage = rollout.config.lineages[name]
             try:

@@ -23,6 +23,7 @@ import dns.tsig
 import dns.update
 import dns.wire
 
+from certbot_dane import plan
 from certbot_dane.config import DnsSettings, Endpoint
 from certbot_dane.dnssec import SignedAnswer
 from certbot_dane.errors import (
@@ -454,28 +455,43 @@ def split_update(change: ZoneUpdate, budget: int = UPDATE_BUDGET) -> list[ZoneUp
     """`change` as the ZoneUpdates to send one after the other, each within `budget` bytes of records.
 
     A change that fits is one message: atomic. A bigger one (more than ~800 TLSA records: "The DNS
-    message is too big") is split: every addition first, then every removal, the prerequisites on
-    the first message. Adding before removing is safe: between two messages a name holds its old
-    records plus some of the new ones, never fewer than either, so no name is ever left without
-    the records it had or is getting. A record both removed and added is kept, as in one message
-    (where the addition comes last); the prerequisites guard the first message only.
+    message is too big") is split between units, never inside one: a unit is a TLSA record with its
+    ownership claims and the prerequisite on them (`plan.claim_name`), so that a record and its
+    claim land together, and a removal is always guarded by its own prerequisite. Units that add go
+    first, then units that remove: between two messages a name holds its old records plus some of
+    the new ones, never fewer than either, so no name is ever left without the records it had or is
+    getting. A record both removed and added is kept, as in one message (where the addition comes last).
     """
     costs = {r: _size(dns.name.from_text(r.name), to_rdata(r.rdtype, r.value)) for r in (*change.add, *change.remove)}
-    required = sum(_require_size(r) for r in change.require)
-    if required + sum(costs[r] for r in (*change.add, *change.remove)) <= budget:
+    required = {r: _require_size(r) for r in change.require}
+    if sum(required.values()) + sum(costs.values()) <= budget:
         return [change]
-    parts: list[tuple[list[Record], list[Record]]] = []  # (additions, removals) of each message
+    units: dict[str, tuple[list[Record], list[Record], list[Require]]] = {}
     removals = tuple(r for r in change.remove if r not in change.add)
-    for records, slot in ((change.add, 0), (removals, 1)):
-        used = budget  # a new message for the first record: removals never share one with additions
-        for record in records:
-            if used + costs[record] > budget:
-                parts.append(([], []))
-                used = required if len(parts) == 1 else 0
-            parts[-1][slot].append(record)
-            used += costs[record]
-    return [ZoneUpdate(change.zone, tuple(add), tuple(remove), change.require if number == 0 else ())
-            for number, (add, remove) in enumerate(parts)]
+    for record in change.add:
+        units.setdefault(_unit(record), ([], [], []))[0].append(record)
+    for record in removals:
+        units.setdefault(_unit(record), ([], [], []))[1].append(record)
+    for need in change.require:
+        units.setdefault(need.name, ([], [], []))[2].append(need)
+    ordered = [u for u in units.values() if u[0]] + [u for u in units.values() if not u[0]]
+    parts: list[tuple[list[Record], list[Record], list[Require]]] = []
+    used = budget
+    for adds, removes, requires in ordered:
+        cost = sum(costs[r] for r in (*adds, *removes)) + sum(required[r] for r in requires)
+        if used + cost > budget or (parts and parts[-1][0] and not adds):  # removals never share with additions
+            parts.append(([], [], []))
+            used = 0
+        parts[-1][0].extend(adds)
+        parts[-1][1].extend(removes)
+        parts[-1][2].extend(requires)
+        used += cost
+    return [ZoneUpdate(change.zone, tuple(add), tuple(remove), tuple(need)) for add, remove, need in parts]
+
+
+def _unit(record: Record) -> str:
+    """What must travel in one message with this record: the name its claims live at."""
+    return record.name if plan.owner_of_claim(record.name) else plan.claim_name(record.name, record.value)
 
 
 def _require_size(need: Require) -> int:

@@ -68,7 +68,8 @@ class Plan:
     add: tuple[Record, ...] = ()
     remove: tuple[Record, ...] = ()
     require: tuple[Require, ...] = ()
-    states: Mapping[str, LineageState] = field(default_factory=dict)
+    ahead: Mapping[str, LineageState] = field(default_factory=dict)   # written before the UPDATE is sent
+    states: Mapping[str, LineageState] = field(default_factory=dict)  # written once it succeeded
     lines: tuple[tuple[str, str], ...] = ()  # (lineage, what it will do)
 
     @property
@@ -95,49 +96,52 @@ class Plan:
 
 
 def to_claim(intents: Iterable[Intent], primary: Mapping[str, Answer]) -> set[Pair]:
-    """The pairs whose claims the publish planner needs: wanted, served, and not yet ours."""
+    """The pairs whose claims the publish planner needs: wanted, served, and not (yet surely) claimed by us."""
     return {(owner, value) for intent in intents for owner in intent.owners for value in wanted_values(intent.state)
-            if value in primary[owner].values and (owner, value) not in _published(intent.state)}
+            if value in primary[owner].values and not _claimed(intent.state, owner, value)}
 
 
 def publish(intents: Iterable[Intent], primary: Mapping[str, Answer], claims: Mapping[Pair, frozenset[str]],
             instance: str, now: float) -> Plan:
     """Add each wanted record the primary lacks, with our claim; claim what another certbot-dane published.
 
-    A record already served with no claim on it is foreign (added by hand): left alone, never ours.
-    The states name every claimed record as ours before the UPDATE is sent (write-ahead).
+    A record and our claim on it always go together in one UPDATE (adding a record that exists is a
+    no-op), so that a record never lands unclaimed and a claim never lands on nothing. The states name
+    every such record as ours before the UPDATE is sent (`ahead`, claim unconfirmed) and as claimed
+    once it succeeded (`states`). A record already served with no claim on it is foreign (added by
+    hand): left alone, never ours.
     """
     adds: list[Record] = []
-    states: dict[str, LineageState] = {}
+    ahead: dict[str, LineageState] = {}
+    after: dict[str, LineageState] = {}
     lines: list[tuple[str, str]] = []
     for intent in intents:
-        st, published = intent.state, _published(intent.state)
-        new: list[Published] = []
+        st = intent.state
+        mine: list[Pair] = []
+        absent = False  # a staged record was missing: senders may hold an RRset without it
         for owner in intent.owners:
             answer = primary[owner]
             ttl = answer.ttl or intent.ttl.get(owner, 0)
             for value in wanted_values(st):
-                mark = claim(owner, value, instance, intent.lineage, ttl)
                 if value not in answer.values:
-                    adds += [Record(owner, "TLSA", value, ttl), mark]
                     lines.append((intent.lineage, f"publish {owner} TLSA {value[:14]}.."))
-                elif (owner, value) in published:
-                    if not published[(owner, value)].claimed:
-                        adds.append(mark)
-                        lines.append((intent.lineage, f"claim {owner} TLSA {value[:14]}.."))
-                    else:
-                        continue
-                elif claims.get((owner, value)):
-                    adds.append(mark)
-                    lines.append((intent.lineage, f"claim {owner} TLSA {value[:14]}.. (also published by "
-                                                  f"{_who(claims[(owner, value)])})"))
+                    absent = absent or (st.staged is not None and value in st.staged.records)
+                elif _claimed(st, owner, value):
+                    continue
+                elif (owner, value) in _published(st) or claims.get((owner, value)):
+                    others = claims.get((owner, value), frozenset()) - {claim_value(instance, intent.lineage)}
+                    lines.append((intent.lineage, f"claim {owner} TLSA {value[:14]}.."
+                                  + (f" (also claimed by {_who(others)})" if others else "")))
                 else:
                     continue  # there already, unclaimed: someone's own record; not ours to claim or remove
-                new.append(Published(owner, value, now, claimed=True))
-        if new:
-            keep = tuple(p for p in st.published if (p.name, p.value) not in {(n.name, n.value) for n in new})
-            states[intent.lineage] = replace(st, published=keep + tuple(new))
-    return Plan(add=tuple(adds), states=states, lines=tuple(lines))
+                adds += [Record(owner, "TLSA", value, ttl), claim(owner, value, instance, intent.lineage, ttl)]
+                mine.append((owner, value))
+        if mine:
+            if absent and st.staged is not None and st.staged.served_at is not None:
+                st = replace(st, staged=replace(st.staged, served_at=None))  # the gate's wait starts again
+            ahead[intent.lineage] = _with_published(st, mine, now, claimed=False)
+            after[intent.lineage] = _with_published(st, mine, now, claimed=True)
+    return Plan(add=tuple(adds), ahead=ahead, states=after, lines=tuple(lines))
 
 
 def to_retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]]) -> set[Pair]:
@@ -151,8 +155,11 @@ def retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]], claims
     """Remove our records that no lineage of this host wants, together with the last claim on them.
 
     `keep`: per owner, the values some configured lineage of this host wants (or that match a
-    certificate deployed here); those stay, and stay ours. A record another host or lineage still
-    claims stays too: only our claims go, and the record stops being ours.
+    certificate deployed here); those stay, and stay ours. A record is removed only while we hold a
+    claim on it and nobody else does, under the prerequisite that the claims are exactly those; a
+    record published before claims existed (`claimed` None) only while nobody claims it. Otherwise
+    only our claims go and the record stops being ours: another host may need it, or our claim never
+    landed (then it was never ours to remove).
     """
     intents = list(intents)
     wanted_by: dict[Pair, list[Intent]] = {}
@@ -164,21 +171,21 @@ def retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]], claims
     lines: list[tuple[str, str]] = []
     gone: dict[str, set[Pair]] = {}
     for (owner, value), retiring in sorted(wanted_by.items()):
-        mine = {claim_value(instance, i.lineage) for i in retiring}
         found = claims.get((owner, value), frozenset())
-        others = found - mine
-        removes += [claim(owner, value, instance, i.lineage) for i in retiring if claim_value(instance, i.lineage)
-                    in found]
-        if others:
-            for intent in retiring:
-                lines.append((intent.lineage, f"release {owner} TLSA {value[:14]}.. (still claimed by "
-                                              f"{_who(others)})"))
-        else:
+        held = found & {claim_value(instance, i.lineage) for i in retiring}
+        others = found - held
+        legacy = not found and all(_published(i.state)[(owner, value)].claimed is None for i in retiring)
+        removes += [Record(claim_name(owner, value), "TXT", held_claim) for held_claim in sorted(held)]
+        if (held and not others) or legacy:
             removes.append(Record(owner, "TLSA", value))
             require.append(Require(claim_name(owner, value), "TXT", found or None))
-            for intent in retiring:
-                lines.append((intent.lineage, f"retire {owner} TLSA {value[:14]}.."))
+            text = f"retire {owner} TLSA {value[:14]}.."
+        elif others:
+            text = f"release {owner} TLSA {value[:14]}.. (still claimed by {_who(others)})"
+        else:
+            text = f"release {owner} TLSA {value[:14]}.. (our claim on it never landed: not ours to remove)"
         for intent in retiring:
+            lines.append((intent.lineage, text))
             gone.setdefault(intent.lineage, set()).add((owner, value))
     states = {i.lineage: replace(i.state, published=tuple(p for p in i.state.published
                                                           if (p.name, p.value) not in gone[i.lineage]))
@@ -188,6 +195,20 @@ def retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]], claims
 
 def _published(st: LineageState) -> dict[Pair, Published]:
     return {(p.name, p.value): p for p in st.published}
+
+
+def _claimed(st: LineageState, owner: str, value: str) -> bool:
+    found = _published(st).get((owner, value))
+    return found is not None and found.claimed is True
+
+
+def _with_published(st: LineageState, pairs: Iterable[Pair], now: float, claimed: bool) -> LineageState:
+    """`st` naming these pairs as ours, with this claim status (a pair already ours keeps its date)."""
+    known = _published(st)
+    new = {pair: replace(known[pair], claimed=claimed) if pair in known else Published(*pair, now, claimed)
+           for pair in pairs}
+    return replace(st, published=tuple(new.get((p.name, p.value), p) for p in st.published)
+                   + tuple(p for pair, p in new.items() if pair not in known))
 
 
 def _who(claims: frozenset[str]) -> str:

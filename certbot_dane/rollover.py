@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from certbot_dane.config import Endpoint
-from certbot_dane.records import Answer, NoAnswer, Record, Reply
+from certbot_dane.records import Answer, NoAnswer, Reply
 
 #: What each server answered for each TLSA owner name (where the RRset lives, after CNAMEs).
 Observation = Mapping[str, Mapping[Endpoint, Reply]]
@@ -51,7 +51,8 @@ class Published:
     name: str
     value: str
     at: float
-    claimed: bool = False  # our ownership claim (see `claims`) was published next to it
+    claimed: bool | None = False  # our ownership claim (plan.py) landed next to it; None: published
+    #                                 before claims existed
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,8 @@ class LineageState:
     ttl_seen: int = 0                # the longest TLSA TTL served lately (caches may still hold it) ...
     ttl_seen_at: float = 0.0         # ... and when it was last seen served (refreshed once per TTL)
     ttl_dropped: bool = False        # a shorter TTL was noticed: ttl_seen_at is that first notice
+    ttl_seen_boot: str = ""          # ttl_seen_at as the boot id and time since boot (see `since`)
+    ttl_seen_uptime: float = 0.0
     error: str | None = None         # the last failure, shown by `status`
     clock_high: float = 0.0          # the latest clock reading of any run: a clock behind it counts no time
 
@@ -83,24 +86,6 @@ class Gate:
     staged: Staged | None = None  # the staged version with the clock as this gate left it
 
 
-@dataclass(frozen=True)
-class Plan:
-    """DNS changes for one lineage; checked against I2/I3 before anything is applied."""
-
-    add: tuple[Record, ...] = ()
-    remove: tuple[Record, ...] = ()
-
-    def check(self, state: LineageState) -> None:
-        """Raise UnsafePlan if the plan would remove a live record or one we did not publish."""
-        live = set(state.deployed.records if state.deployed else ())
-        ours = {(p.name, p.value) for p in state.published}
-        for record in self.remove:
-            if record.value in live:
-                raise UnsafePlan(f"refusing to remove {record}: it matches the deployed certificate")
-            if (record.name, record.value) not in ours:
-                raise UnsafePlan(f"refusing to remove {record}: certbot-dane did not publish it")
-
-
 class UnsafePlan(AssertionError):
     """A plan broke an invariant; this is a bug in certbot-dane, never applied."""
 
@@ -113,41 +98,6 @@ def wanted_values(state: LineageState) -> tuple[str, ...]:
             if value not in values:
                 values.append(value)
     return tuple(values)
-
-
-def publish_plan(state: LineageState, names: tuple[str, ...], on_primary: Mapping[str, Answer],
-                 ttl_for: Mapping[str, int]) -> Plan:
-    """Add each wanted record that the primary does not serve yet, with the RRset's TTL."""
-    adds = [Record(name, "TLSA", value, on_primary[name].ttl or ttl_for[name])
-            for name in names for value in wanted_values(state)
-            if value not in on_primary[name].values]
-    return Plan(add=tuple(adds))
-
-
-def retire_plan(state: LineageState, names: tuple[str, ...]) -> Plan:
-    """Remove our records that match neither the deployed, the previous, nor the staged version.
-
-    Nothing is retired while a swap awaits its reload and verification (`previous` is kept wanted).
-    """
-    wanted = set(wanted_values(state))
-    removes = tuple(Record(p.name, "TLSA", p.value) for p in state.published
-                    if p.value not in wanted and p.name in names)
-    plan = Plan(remove=removes)
-    plan.check(state)
-    return plan
-
-
-def record_published(state: LineageState, records: tuple[Record, ...], now: float) -> LineageState:
-    """State that remembers these records as ours (written before the UPDATE is sent)."""
-    known = {(p.name, p.value) for p in state.published}
-    new = tuple(Published(r.name, r.value, now) for r in records if (r.name, r.value) not in known)
-    return replace(state, published=state.published + new)
-
-
-def record_retired(state: LineageState, records: tuple[Record, ...]) -> LineageState:
-    """State that forgets these records (written after the UPDATE succeeded)."""
-    gone = {(r.name, r.value) for r in records}
-    return replace(state, published=tuple(p for p in state.published if (p.name, p.value) not in gone))
 
 
 def stage(state: LineageState, new: Version, on_primary: Mapping[str, Answer] | None, now: float,
@@ -238,7 +188,10 @@ def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime 
     # the moment for humans: on the wall clock from served_at, unless the wall clock jumped since
     safe_at = served_at + needed if abs(now - served_at - waited) <= CLOCK_SLACK else now + needed - waited
     # an RRset cached before the TTL was lowered may outlive the gate computed from today's TTL
-    lowered = state.ttl_seen_at + 2 * state.ttl_seen if state.ttl_seen > max(ttls) else 0.0
+    lowered = 0.0
+    if state.ttl_seen > max(ttls):
+        lowered = now + 2 * state.ttl_seen - since(state.ttl_seen_at, state.ttl_seen_boot, state.ttl_seen_uptime,
+                                                   now, uptime, state.clock_high)
     if waited < needed:
         why = f"2 x TTL ({2 * max(ttls)}s)" if needed == 2 * max(ttls) else f"the configured min_wait ({needed:g}s)"
         return Gate(False, served_at, max(safe_at, lowered), f"waiting {why} for caches to expire", staged=staged)
@@ -249,19 +202,38 @@ def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime 
                 staged=staged)
 
 
-def remember_ttl(state: LineageState, ttl: int, now: float) -> LineageState:
+def since(at: float, boot: str, up: float, now: float, uptime: Uptime | None, clock_high: float = 0.0) -> float:
+    """Seconds since a moment noted as wall time `at` and (`boot`, `up`) time since boot.
+
+    Within one boot, time since boot: no setting of the wall clock moves it. Across a reboot, the
+    time since this boot, which is less than the truth (never more). Without a boot id, the wall
+    clock, counting nothing while it is behind the latest run's (`clock_high`).
+    """
+    if uptime is not None and uptime[0]:
+        return uptime[1] - up if boot == uptime[0] else uptime[1]
+    return 0.0 if now + CLOCK_SLACK < clock_high else now - at
+
+
+def remember_ttl(state: LineageState, ttl: int, now: float, uptime: Uptime | None = None) -> LineageState:
     """Remember the longest TTL served lately, so that lowering the TTL cannot shorten the gate.
 
     Refreshed when a TTL at least as long is seen and the memory is older than that TTL (so a
-    steady run writes nothing); forgotten once every cache must have dropped it.
+    steady run writes nothing); forgotten once every cache must have dropped it. Its age is counted
+    like the gate's wait (`since`), so a run with a wrong wall clock cannot make it expire.
     """
-    if now >= state.ttl_seen_at + 2 * state.ttl_seen:  # anything remembered has expired everywhere
-        return replace(state, ttl_seen=ttl, ttl_seen_at=now, ttl_dropped=False) if ttl else state
-    if ttl > state.ttl_seen or (ttl == state.ttl_seen and now - state.ttl_seen_at >= ttl):
-        return replace(state, ttl_seen=ttl, ttl_seen_at=now, ttl_dropped=False)
+    age = since(state.ttl_seen_at, state.ttl_seen_boot, state.ttl_seen_uptime, now, uptime, state.clock_high)
+
+    def noted(seen: int, dropped: bool) -> LineageState:
+        return replace(state, ttl_seen=seen, ttl_dropped=dropped, ttl_seen_at=now,
+                       ttl_seen_boot=uptime[0] if uptime else "", ttl_seen_uptime=uptime[1] if uptime else 0.0)
+
+    if age >= 2 * state.ttl_seen:  # anything remembered has expired everywhere
+        return noted(ttl, False) if ttl else state
+    if ttl > state.ttl_seen or (ttl == state.ttl_seen and age >= ttl):
+        return noted(ttl, False)
     if ttl < state.ttl_seen and not state.ttl_dropped:
         # the longer TTL may have been served until just now: count its caches from this first notice
-        return replace(state, ttl_seen_at=now, ttl_dropped=True)
+        return noted(state.ttl_seen, True)
     return state
 
 

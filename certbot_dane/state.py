@@ -78,8 +78,11 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def locked(state_dir: Path, wait: bool = True) -> Iterator[None]:
-    """Hold the state directory's lock (flock) for the duration; LockBusy if `wait` is False and it is taken."""
+def locked(state_dir: Path, wait: bool = True, clean: bool = True) -> Iterator[None]:
+    """Hold the state directory's lock (flock) for the duration; LockBusy if `wait` is False and it is taken.
+
+    With `clean`, first delete the temp files of writes killed half-way (a dry run leaves them).
+    """
     ensure_dir(state_dir)
     path = state_dir / LOCK_NAME
     try:
@@ -93,7 +96,8 @@ def locked(state_dir: Path, wait: bool = True) -> Iterator[None]:
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise LockBusy(f"another certbot-dane run holds {path}; try again when it has finished") from err
             raise StateError(f"cannot lock {path}: {err.strerror}") from err
-        _remove_leftovers(state_dir)
+        if clean:
+            _remove_leftovers(state_dir)
         yield
     finally:
         os.close(fd)
@@ -133,6 +137,8 @@ def load_lineage(state_dir: Path, lineage: str) -> LineageState:
             ttl_dropped=_typed(data.get("ttl_dropped", False), bool),
             error=_typed(data.get("error"), (str, type(None))),
             clock_high=float(_typed(data.get("clock_high", 0.0), (int, float))),
+            ttl_seen_boot=_typed(data.get("ttl_seen_boot", ""), str),
+            ttl_seen_uptime=float(_typed(data.get("ttl_seen_uptime", 0.0), (int, float))),
         )
     except (KeyError, TypeError, ValueError) as err:
         raise StateError(f"state file {path} is not a certbot-dane lineage state ({err}); "
@@ -159,7 +165,7 @@ def _published(data: Any) -> Published:
     if not isinstance(data, dict):
         raise TypeError(f"published record {data!r} is not an object")
     return Published(_typed(data["name"], str), _typed(data["value"], str), float(_typed(data["at"], (int, float))),
-                     _typed(data.get("claimed", False), bool))
+                     _typed(data.get("claimed"), (bool, type(None))))  # absent: written before claims existed
 
 
 def _version(cls: type[V], data: Any) -> V | None:

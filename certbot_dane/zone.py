@@ -79,7 +79,13 @@ def observe(client: DnsClient, names: Sequence[str], workers: int = 16) -> Obser
 
     A server that does not answer is recorded as a NoAnswer with the reason.
     """
-    pairs: list[tuple[str, Endpoint]] = [(n, s) for n in names for s in client.servers(client.find_zone(n))]
+    pairs: list[tuple[str, Endpoint]] = []
+    unknown: dict[str, NoAnswer] = {}
+    for name in names:
+        try:
+            pairs += [(name, server) for server in client.servers(client.find_zone(name))]
+        except DnsError as err:  # this zone's servers are unknown: its names wait, the others carry on
+            unknown[name] = NoAnswer(f"cannot tell which servers to ask: {err}")
 
     def ask(pair: tuple[str, Endpoint]) -> Reply:
         try:
@@ -88,6 +94,8 @@ def observe(client: DnsClient, names: Sequence[str], workers: int = 16) -> Obser
             return NoAnswer(str(err))
 
     result: dict[str, dict[Endpoint, Reply]] = {n: {} for n in names}
+    for name, why in unknown.items():
+        result[name][client.settings.server] = why
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pairs)))) as pool:
         for (name, server), answer in zip(pairs, pool.map(ask, pairs), strict=True):
             result[name][server] = answer

@@ -42,7 +42,7 @@ from certbot_dane.certificate import CertSet
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import DnsSettings, Endpoint
 from certbot_dane.deploy import Rollout
-from certbot_dane.dnsclient import DnsClient
+from certbot_dane.dnsclient import DnsClient, split_update
 from certbot_dane.errors import ServerUnreachable, UpdateRejected, ZoneNotFound
 from certbot_dane.records import Answer, ZoneUpdate, absolute
 from certbot_dane.rollover import LineageState
@@ -53,6 +53,10 @@ ZONE = "example.org."
 PRIMARY = Endpoint("192.0.2.1", 53)
 SOA_TEXT = "ns1.example.org. hostmaster.example.org. {serial} 3600 600 86400 {minimum}"
 UPDATE_FAILURES = ("timeout", "timeout-after-apply", "REFUSED", "SERVFAIL")
+#: The model's UPDATEs are split as the real client splits a batch too big for one message, but at a
+#: few records (a TLSA record and its claim are ~200 bytes), so that crashes and failures fall between
+#: the messages of one batch too.
+SPLIT_BUDGET = 500
 
 #: Real time when the module was imported: the simulated clock starts here, certificates are
 #: valid from a day before it (one second apart, in issue order) for ten years.
@@ -322,8 +326,9 @@ class ModelDnsClient(DnsClient):
 
     def update(self, change: ZoneUpdate) -> None:
         """Apply, then confirm on the primary as the real client does (a dropped update is UpdateIgnored)."""
-        self.dns.apply(change)
-        self._confirm(change, f"UPDATE of zone {change.zone}")
+        for part in split_update(change, budget=SPLIT_BUDGET):  # as the real client, in small messages
+            self.dns.apply(part)
+            self._confirm(part, f"UPDATE of zone {change.zone}")
 
 
 # -- senders -------------------------------------------------------------------------------------

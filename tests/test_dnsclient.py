@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import dns.message
 import pytest
 
+from certbot_dane import plan
 from certbot_dane.config import DnsSettings, Endpoint, load
 from certbot_dane.dnsclient import DnsClient, split_update, value_text
 from certbot_dane.dnssec import VALID, Verdict, check_rrset
@@ -214,16 +215,19 @@ def test_a_change_that_fits_is_one_message_and_a_big_one_adds_everything_before_
     old = tuple(tlsa(f"_25._tcp.h{i}.example.org.", i) for i in range(40))
     new = tuple(tlsa(f"_25._tcp.h{i}.example.org.", 1000 + i) for i in range(40))
     kept = tlsa("_25._tcp.kept.example.org.", 7)
-    need = Require("_claims.example.org.", "TXT", None)
+    claim = Record(plan.claim_name(old[20].name, old[20].value), "TXT", '"a1 mx"')
+    need = Require(claim.name, "TXT", frozenset({claim.value}))
     small = ZoneUpdate("example.org.", new[:2], old[:2], (need,))
     assert split_update(small) == [small]
-    parts = split_update(ZoneUpdate("example.org.", (*new, kept), (*old, kept), (need,)), budget=1000)
+    parts = split_update(ZoneUpdate("example.org.", (*new, kept), (*old, kept, claim), (need,)), budget=1000)
     assert len(parts) >= 6
     kinds = ["add" if part.add else "remove" for part in parts]
     assert kinds == sorted(kinds) and all(not (part.add and part.remove) for part in parts)
     assert [r for part in parts for r in part.add] == [*new, kept]
-    assert [r for part in parts for r in part.remove] == list(old)  # kept: removed and added, so kept
-    assert parts[0].require == (need,) and all(not part.require for part in parts[1:])
+    assert sorted(r for part in parts for r in part.remove) == sorted((*old, claim))  # kept: removed and added
+    (guarded,) = [part for part in parts if need in part.require]    # a record, its claim, its prerequisite:
+    assert old[20] in guarded.remove and claim in guarded.remove     # one unit, one message
+    assert sum(len(part.require) for part in parts) == 1
     client = DnsClient(DnsSettings(Endpoint("127.0.0.1", 53), TsigKey("k.", "hmac-sha256", b"0" * 32), (), 1, 1))
     assert all(len(client._message(part).to_wire()) <= 1000 for part in parts)
 

@@ -463,6 +463,25 @@ class RolloverModel(RuleBasedStateMachine):
     def next_update_fails(self, kind: str) -> None:
         self.dns.next_update_fails = kind
 
+    @rule(name=st.sampled_from(ALL_NAMES), index=st.integers(0, 7))
+    @step
+    def a_record_vanishes(self, name: str, index: int) -> None:
+        """A record leaves the primary between runs (a hand edit, another host's retire), never one that
+        some live certificate is the only one to match there (that would be the admin breaking DANE)."""
+        name = self.dns.owner(name)
+        values = sorted(self.dns.values(name) - {v for n, v in self.foreign if n == name})
+        if not values:
+            return
+        value = values[index % len(values)]
+        rest = self.dns.values(name) - {value}
+        for lineage, chains in self.live_chains().items():
+            if name in self.owners(self.lineages()[lineage]) and any(
+                    not rest & model.matching_values(c) for c in chains):
+                return
+        ttl = self.dns.ttl(name) or 60
+        self.dns.commit({**self.dns.zone, name: (rest, ttl)})
+        STATS["a record vanished"] += 1
+
     @rule()
     @step
     def next_update_dropped(self) -> None:
@@ -1194,3 +1213,90 @@ def test_an_update_the_primary_drops_while_answering_noerror_is_named_and_retrie
         assert s.dns(N25) == s.records(old)
         s.tick("0s")
         assert s.records(s.newest()) <= s.dns(N25) and s.state().error is None
+
+
+
+# -- found by the adversarial review (each first a failing schedule here, then fixed) --------------------
+TWO_HOSTS_CA = World(secondaries=1, mx_params=("2 1 1",), imap_params=None, shared=False, tlsa_ttl=60,
+                     soa_ttl=60, soa_minimum=30, seed=0, start_deployed=True, second_host=True)
+
+
+def test_a_claim_whose_update_failed_is_not_taken_for_granted() -> None:
+    """Host 1's UPDATE adding its claim was refused; host 2 later retired the shared record under host 1's
+    live certificate, because host 1's state said 'claimed' before the UPDATE was sent."""
+    with Schedule(TWO_HOSTS_CA) as s:
+        s.next_update_fails("REFUSED")
+        s.renew("mx", 1, 1)
+        s.renew("mx2", 1, 1)
+        s.tick("0s")
+        s.tick("2TTL")
+        s.tick_other_host("0s")
+        s.tick_other_host("2TTL")
+        s.renew("mx2", 2, 0)                     # host 2 goes back to CA 0 and retires the CA 1 record
+        s.tick_other_host("0s")
+        s.tick_other_host("2TTL")
+        assert s.records(s.deployed()) <= s.dns(N25), "host 1's live certificate keeps its record"
+
+
+def test_a_staged_record_that_vanished_mid_wait_restarts_the_clock() -> None:
+    """The staged record disappeared from the primary between two runs: senders may have cached the RRset
+    without it, so the wait starts again when it is republished."""
+    with Schedule(ONE_LINEAGE) as s:
+        old = s.deployed()
+        s.renew("mx", 1, 0)
+        s.tick("0s")
+        s.advance("TTL")
+        (value,) = s.records(s.newest())
+        s.a_record_vanishes(N25, sorted(s.dns(N25)).index(value))
+        s.advance("TTL/2")
+        s.tick("TTL/2")                          # republishes; the old clock would open the gate now
+        assert s.deployed() == old
+        s.tick("2TTL")
+        assert s.deployed() == s.newest()
+
+
+@pytest.mark.parametrize("clock", ["ahead", "behind"])
+def test_one_run_with_a_wrong_clock_does_not_forget_a_longer_ttl(clock: str) -> None:
+    """The memory of a longer TTL (remember_ttl) is kept in time since boot too."""
+    with Schedule(LOWERED_TTL, ExactCachesModel) as s:
+        s.admin_changes_ttl("every TLSA name", 3600)
+        s.tick("0s")
+        s.advance("TTL/2")
+        s.admin_changes_ttl("every TLSA name", 60)
+        if clock == "ahead":
+            s.renew("mx", 1, 0)
+            s.tick_with_clock_ahead(86400.0, "0s")
+        else:
+            s.tick_with_clock_behind(86400.0, "0s")
+            s.renew("mx", 1, 0)
+        for _ in range(150):
+            s.tick("TTL")
+            if s.deployed() == s.newest():
+                return
+
+
+def test_a_damaged_state_of_another_lineage_stops_only_its_own_names() -> None:
+    world = World(secondaries=1, mx_params=("3 0 1",), imap_params=("3 0 1",), shared=False, tlsa_ttl=60,
+                  soa_ttl=60, soa_minimum=30, seed=0, start_deployed=True)
+    with Schedule(world) as s:
+        old = s.deployed()
+        s.renew("mx", 1, 0)
+        s.tick("0s")
+        path = state.lineage_path(s.m.config.state_dir, "imap")
+        path.write_text("{}\n")
+        s.m.tick("2TTL")                         # (I5 reads every state file: checked once repaired)
+        s.m.i1_never_dark()
+        s.m.i2_i3_keep_live_and_foreign_records()
+        assert s.deployed() == s.newest() and not s.records(old) & s.dns(N25), "mx carries on"
+        assert s.state().error is None
+        path.unlink()                            # (repaired, so that the schedule can settle)
+
+
+def test_a_truncated_certificate_in_live_fails_its_lineage_in_one_line() -> None:
+    with Schedule(ONE_LINEAGE) as s:
+        live = s.m.config.letsencrypt_dir / "live" / "mx"
+        good = (live / "cert.pem").read_bytes()
+        (live / "cert.pem").write_bytes(b"-----BEGIN CERTIFICATE-----\ntruncated")
+        failures = s.m.timer(None)
+        assert "mx" in failures and "cert.pem" in failures["mx"] and "\n" not in failures["mx"]
+        (live / "cert.pem").write_bytes(good)

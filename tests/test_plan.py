@@ -6,7 +6,7 @@ import pytest
 
 from certbot_dane import plan
 from certbot_dane.records import Answer, Record, Require
-from certbot_dane.rollover import LineageState, Published, UnsafePlan, Version
+from certbot_dane.rollover import LineageState, Published, Staged, UnsafePlan, Version
 
 N = "_25._tcp.mx.example.org."
 OLD, NEW, HAND = "3 0 1 " + "aa" * 32, "3 0 1 " + "bb" * 32, "3 1 1 aabbccdd"
@@ -33,7 +33,8 @@ def test_claim_names_are_one_label_under_the_owner_and_map_back() -> None:
 def test_a_missing_record_is_published_with_our_claim_at_the_rrset_ttl() -> None:
     p = plan.publish([intent(DEPLOYED_NEW)], {N: rrset(OLD)}, {}, ME, 5.0)
     assert set(p.add) == {Record(N, "TLSA", NEW, 300), Record(plan.claim_name(N, NEW), "TXT", '"a1b2 mx"', 300)}
-    assert p.states["mx"].published == (Published(N, NEW, 5.0, claimed=True),)
+    assert p.ahead["mx"].published == (Published(N, NEW, 5.0, claimed=False),), "ours before it is sent"
+    assert p.states["mx"].published == (Published(N, NEW, 5.0, claimed=True),), "claimed once it landed"
 
 
 def test_a_new_rrset_takes_the_configured_ttl() -> None:
@@ -43,8 +44,9 @@ def test_a_new_rrset_takes_the_configured_ttl() -> None:
 
 def test_a_record_another_host_published_is_claimed_and_becomes_ours_too() -> None:
     p = plan.publish([intent(DEPLOYED_NEW)], {N: rrset(NEW)}, {(N, NEW): frozenset({'"c3d4 mx"'})}, ME, 5.0)
-    assert p.add == (Record(plan.claim_name(N, NEW), "TXT", '"a1b2 mx"', 300),)
-    assert p.states["mx"].published[0].claimed
+    assert p.add == (Record(N, "TLSA", NEW, 300), Record(plan.claim_name(N, NEW), "TXT", '"a1b2 mx"', 300)), \
+        "the record goes with the claim: if the other host removed it meanwhile, it is back, claimed"
+    assert p.states["mx"].published[0].claimed and "also claimed by c3d4 mx" in p.lines[0][1]
 
 
 def test_an_unclaimed_record_already_there_is_foreign_and_left_alone() -> None:
@@ -55,7 +57,7 @@ def test_an_unclaimed_record_already_there_is_foreign_and_left_alone() -> None:
 def test_a_record_of_ours_without_a_claim_gets_one() -> None:
     st = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), published=(Published(N, NEW, 1.0),))
     p = plan.publish([intent(st)], {N: rrset(NEW)}, {}, ME, 5.0)
-    assert [r.rdtype for r in p.add] == ["TXT"] and p.states["mx"].published[0].claimed
+    assert [r.rdtype for r in p.add] == ["TLSA", "TXT"] and p.states["mx"].published[0].claimed
 
 
 STALE = LineageState("mx", deployed=Version(NEW[6:], (NEW,)),
@@ -78,8 +80,22 @@ def test_a_record_another_host_still_claims_stays_and_only_our_claim_goes() -> N
 
 
 def test_a_record_published_before_claims_existed_requires_that_none_appeared() -> None:
-    p = plan.retire([intent(STALE)], {}, {(N, OLD): frozenset()}, ME)
+    legacy = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), published=(Published(N, OLD, 1.0, None),))
+    p = plan.retire([intent(legacy)], {}, {(N, OLD): frozenset()}, ME)
     assert p.remove == (Record(N, "TLSA", OLD),) and p.require == (Require(CLAIM_OLD, "TXT", None),)
+
+
+def test_a_record_whose_claim_never_landed_is_released_not_removed() -> None:
+    p = plan.retire([intent(STALE)], {}, {(N, OLD): frozenset()}, ME)
+    assert not p.remove and not p.require and "never landed" in p.lines[0][1]
+    assert [x.value for x in p.states["mx"].published] == [NEW]
+
+
+def test_a_staged_record_missing_from_the_primary_restarts_the_gate_when_republished() -> None:
+    st = LineageState("mx", deployed=Version(OLD[6:], (OLD,)), staged=Staged(NEW[6:], (NEW,), 1.0, 50.0),
+                      published=(Published(N, OLD, 1.0, True), Published(N, NEW, 1.0, True)))
+    p = plan.publish([intent(st)], {N: rrset(OLD)}, {}, ME, 60.0)
+    assert p.ahead["mx"].staged is not None and p.ahead["mx"].staged.served_at is None
 
 
 def test_a_record_another_lineage_of_this_host_wants_is_kept_and_stays_ours() -> None:

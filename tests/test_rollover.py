@@ -6,10 +6,10 @@ import dataclasses
 
 import pytest
 
-from certbot_dane import rollover
+from certbot_dane import plan, rollover
 from certbot_dane.config import Endpoint
 from certbot_dane.records import Answer, NoAnswer
-from certbot_dane.rollover import LineageState, Published, Staged, UnsafePlan, Version
+from certbot_dane.rollover import LineageState, Published, Staged, Version
 
 N1, N2 = "_25._tcp.mx.example.org.", "_465._tcp.mx.example.org."
 NAMES = (N1, N2)
@@ -60,7 +60,7 @@ def test_same_certificate_again_changes_nothing():
 def test_renewed_again_before_deploy_replaces_staged_and_restarts_the_clock():
     st = rollover.stage(staged_state(served_at=150.0), NEWER, {N1: answer(*OLD.records, *NEW.records)}, 400.0)
     assert st.staged and st.staged.fingerprint == NEWER.fingerprint and st.staged.served_at is None
-    assert {r.value for r in rollover.retire_plan(st, NAMES).remove} == set(NEW.records)
+    assert {value for _, value in plan.to_retire([plan.Intent("mx", NAMES, st)], {})} == set(NEW.records)
 
 
 def test_reused_key_with_selector_1_needs_no_wait():
@@ -73,10 +73,11 @@ def test_reused_key_with_selector_1_needs_no_wait():
 # -- publish ---------------------------------------------------------------------------------
 def test_publish_adds_only_missing_records_with_the_rrset_ttl():
     st = staged_state()
-    plan = rollover.publish_plan(st, NAMES, {N1: answer(*OLD.records, FOREIGN, ttl=300), N2: answer()},
-                                 {N1: 3600, N2: 3600})
-    assert sorted((r.name, r.value, r.ttl) for r in plan.add) == sorted([
-        (N1, NEW.records[0], 300), (N2, OLD.records[0], 3600), (N2, NEW.records[0], 3600)])
+    intent = plan.Intent("mx", NAMES, st, {N1: 3600, N2: 3600})
+    changes = plan.publish([intent], {N1: answer(*OLD.records, FOREIGN, ttl=300), N2: answer()}, {}, "i1", 5.0)
+    assert sorted((r.name, r.value, r.ttl) for r in changes.add if r.rdtype == "TLSA") == sorted([
+        (N1, NEW.records[0], 300), (N1, OLD.records[0], 300), (N2, OLD.records[0], 3600),
+        (N2, NEW.records[0], 3600)])  # OLD at N1 is ours but never claimed: claimed with its record
 
 
 # -- gate ------------------------------------------------------------------------------------
@@ -127,40 +128,15 @@ def test_lagging_again_resets_the_clock():
 def test_nothing_is_retired_until_the_swap_is_verified():
     st = rollover.swapped(staged_state(200.0))
     assert st.deployed == Version(NEW.fingerprint, NEW.records) and st.previous == OLD and st.unverified
-    assert rollover.retire_plan(st, NAMES).remove == ()
+    assert plan.to_retire([plan.Intent("mx", NAMES, st)], {}) == set()
     done = rollover.verified(st)
-    assert {(r.name, r.value) for r in rollover.retire_plan(done, NAMES).remove} == {(n, OLD.records[0])
-                                                                                     for n in NAMES}
-
-
-def test_retire_never_touches_foreign_records_or_other_names():
-    st = LineageState("mx", deployed=NEW, published=ours(NEW) + (Published("_993._tcp.x.", OLD.records[0], 0),))
-    assert rollover.retire_plan(st, NAMES).remove == ()
-
-
-def test_a_plan_removing_the_live_record_or_a_foreign_one_is_refused():
-    st = LineageState("mx", deployed=NEW, published=ours(NEW))
-    live = rollover.Plan(remove=(rollover.Record(N1, "TLSA", NEW.records[0]),))
-    foreign = rollover.Plan(remove=(rollover.Record(N1, "TLSA", FOREIGN),))
-    with pytest.raises(UnsafePlan, match="deployed certificate"):
-        live.check(st)
-    with pytest.raises(UnsafePlan, match="did not publish"):
-        foreign.check(st)
+    assert plan.to_retire([plan.Intent("mx", NAMES, done)], {}) == {(n, OLD.records[0]) for n in NAMES}
 
 
 def test_reconcile_after_a_crash_between_swap_and_state_write():
     st = staged_state(200.0)
     assert rollover.reconcile(st, NEW.fingerprint) == rollover.swapped(st)
     assert rollover.reconcile(st, OLD.fingerprint) is st
-
-
-def test_record_published_then_retired_round_trip():
-    st = LineageState("mx", deployed=OLD)
-    recs = (rollover.Record(N1, "TLSA", NEW.records[0]),)
-    st2 = rollover.record_published(st, recs, 7.0)
-    assert st2.published == (Published(N1, NEW.records[0], 7.0),)
-    assert rollover.record_published(st2, recs, 9.0) == st2
-    assert rollover.record_retired(st2, recs).published == ()
 
 
 def test_no_bootstrap_when_dns_could_not_be_asked():

@@ -30,7 +30,8 @@ def test_a_state_written_before_the_new_fields_still_loads(tmp_path: Path) -> No
     path.write_text(json.dumps({"lineage": "mx", "deployed": {"fingerprint": "aa", "records": ["3 0 1 aa"]},
                                 "published": [{"name": "n.", "value": "3 0 1 aa", "at": 1}]}))
     st = state.load_lineage(tmp_path, "mx")
-    assert st.deployed == Version("aa", ("3 0 1 aa",)) and st.published == (Published("n.", "3 0 1 aa", 1.0),)
+    assert st.deployed == Version("aa", ("3 0 1 aa",))
+    assert st.published == (Published("n.", "3 0 1 aa", 1.0, None),), "published before claims existed"
 
 
 @pytest.mark.parametrize("content, why", [
