@@ -455,26 +455,28 @@ def split_update(change: ZoneUpdate, budget: int = UPDATE_BUDGET) -> list[ZoneUp
     """`change` as the ZoneUpdates to send one after the other, each within `budget` bytes of records.
 
     A change that fits is one message: atomic. A bigger one (more than ~800 TLSA records: "The DNS
-    message is too big") is split between units, never inside one: a unit is a TLSA record with its
-    ownership claims and the prerequisite on them (`plan.claim_name`), so that a record and its
-    claim land together, and a removal is always guarded by its own prerequisite. Units that add go
-    first, then units that remove: between two messages a name holds its old records plus some of
-    the new ones, never fewer than either, so no name is ever left without the records it had or is
-    getting. A record both removed and added is kept, as in one message (where the addition comes last).
+    message is too big") is split between owner names, never inside one: everything a change does
+    at one TLSA owner (its records, their ownership claims at `<hash>._certbot-dane.<owner>`, the
+    prerequisites on those) travels in one message, so that a record and its claim land together, a
+    removal is always guarded by its own prerequisite, and an RRset never appears holding only some
+    of the records added to it. Owners that gain records go first, then owners that lose some:
+    between two messages a name holds its old records plus some of the new ones, never fewer than
+    either. A record both removed and added is kept, as in one message (where the addition comes
+    last). One owner's changes over `budget` get a message of their own.
     """
     costs = {r: _size(dns.name.from_text(r.name), to_rdata(r.rdtype, r.value)) for r in (*change.add, *change.remove)}
     required = {r: _require_size(r) for r in change.require}
     if sum(required.values()) + sum(costs.values()) <= budget:
         return [change]
-    units: dict[str, tuple[list[Record], list[Record], list[Require]]] = {}
+    owners: dict[str, tuple[list[Record], list[Record], list[Require]]] = {}
     removals = tuple(r for r in change.remove if r not in change.add)
     for record in change.add:
-        units.setdefault(_unit(record), ([], [], []))[0].append(record)
+        owners.setdefault(_owner(record.name), ([], [], []))[0].append(record)
     for record in removals:
-        units.setdefault(_unit(record), ([], [], []))[1].append(record)
+        owners.setdefault(_owner(record.name), ([], [], []))[1].append(record)
     for need in change.require:
-        units.setdefault(need.name, ([], [], []))[2].append(need)
-    ordered = [u for u in units.values() if u[0]] + [u for u in units.values() if not u[0]]
+        owners.setdefault(_owner(need.name), ([], [], []))[2].append(need)
+    ordered = [u for u in owners.values() if u[0]] + [u for u in owners.values() if not u[0]]
     parts: list[tuple[list[Record], list[Record], list[Require]]] = []
     used = budget
     for adds, removes, requires in ordered:
@@ -489,9 +491,9 @@ def split_update(change: ZoneUpdate, budget: int = UPDATE_BUDGET) -> list[ZoneUp
     return [ZoneUpdate(change.zone, tuple(add), tuple(remove), tuple(need)) for add, remove, need in parts]
 
 
-def _unit(record: Record) -> str:
-    """What must travel in one message with this record: the name its claims live at."""
-    return record.name if plan.owner_of_claim(record.name) else plan.claim_name(record.name, record.value)
+def _owner(name: str) -> str:
+    """The TLSA owner a record or prerequisite belongs to (a claim belongs to the record it claims)."""
+    return plan.owner_of_claim(name) or name
 
 
 def _require_size(need: Require) -> int:

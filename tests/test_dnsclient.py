@@ -211,7 +211,7 @@ def tlsa(name: str, number: int) -> Record:
     return Record(name, "TLSA", f"3 1 1 {number:064x}", 60)
 
 
-def test_a_change_that_fits_is_one_message_and_a_big_one_adds_everything_before_removing_anything():
+def test_a_change_that_fits_is_one_message_and_a_big_one_goes_owner_by_owner_additions_first():
     old = tuple(tlsa(f"_25._tcp.h{i}.example.org.", i) for i in range(40))
     new = tuple(tlsa(f"_25._tcp.h{i}.example.org.", 1000 + i) for i in range(40))
     kept = tlsa("_25._tcp.kept.example.org.", 7)
@@ -222,12 +222,29 @@ def test_a_change_that_fits_is_one_message_and_a_big_one_adds_everything_before_
     parts = split_update(ZoneUpdate("example.org.", (*new, kept), (*old, kept, claim), (need,)), budget=1000)
     assert len(parts) >= 6
     kinds = ["add" if part.add else "remove" for part in parts]
-    assert kinds == sorted(kinds) and all(not (part.add and part.remove) for part in parts)
+    assert kinds == sorted(kinds), "owners that gain records go first, owners that only lose some last"
+    for part in parts:  # an owner both gaining and losing records does so in one message: atomic
+        owners = {plan.owner_of_claim(r.name) or r.name for r in part.add}
+        assert not part.add or {plan.owner_of_claim(r.name) or r.name for r in part.remove} <= owners
     assert [r for part in parts for r in part.add] == [*new, kept]
     assert sorted(r for part in parts for r in part.remove) == sorted((*old, claim))  # kept: removed and added
     (guarded,) = [part for part in parts if need in part.require]    # a record, its claim, its prerequisite:
-    assert old[20] in guarded.remove and claim in guarded.remove     # one unit, one message
+    assert old[20] in guarded.remove and claim in guarded.remove     # one owner's changes, one message
     assert sum(len(part.require) for part in parts) == 1
+
+
+
+def test_a_split_never_divides_one_owners_changes() -> None:
+    """An RRset never appears holding only some of the records added to it (say the staged certificate's
+    but not the deployed one's), and a record never lands without its claim."""
+    a = [tlsa("_25._tcp.a.example.org.", i) for i in range(3)]
+    b = [tlsa("_25._tcp.b.example.org.", 10 + i) for i in range(3)]
+    claims = [Record(plan.claim_name(r.name, r.value), "TXT", '"a1 mx"') for r in a + b]
+    parts = split_update(ZoneUpdate("example.org.", (*a, *b, *claims)), budget=300)
+    assert len(parts) == 2
+    for part in parts:
+        owners = {plan.owner_of_claim(r.name) or r.name for r in part.add}
+        assert len(owners) == 1 and len(part.add) == 6
     client = DnsClient(DnsSettings(Endpoint("127.0.0.1", 53), TsigKey("k.", "hmac-sha256", b"0" * 32), (), 1, 1))
     assert all(len(client._message(part).to_wire()) <= 1000 for part in parts)
 
