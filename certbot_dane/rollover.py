@@ -154,8 +154,10 @@ def gate(state: LineageState, observed: Observation, now: float, uptime: Uptime 
         staged = replace(staged, names=names, served_at=None, no_wait=None)
     others = {v for answers in observed.values() for a in answers.values() if isinstance(a, Answer)
               for v in a.values} - set(staged.records)
-    if staged.no_wait == BOOTSTRAP and others:
-        staged = replace(staged, no_wait=None)  # an RRset appeared since: the bootstrap decision is stale
+    if staged.no_wait == BOOTSTRAP and (others or min_wait):
+        # an RRset appeared since: the bootstrap decision is stale; or a configured minimum wait applies
+        # to first certificates too (an RRset deleted less than a TTL ago may still be cached)
+        staged = replace(staged, no_wait=None)
     boot = uptime[0] if uptime is not None else ""
     if boot and staged.served_at is not None and staged.served_boot != boot:
         staged = replace(staged, served_at=None)  # counted in another boot's uptime (or none): start again
