@@ -24,7 +24,7 @@ invariants of ROLLOVER.md are checked as a DANE-validating sender sees them:
 Where the current code breaks an invariant, the main model keeps clear of the trigger (see the
 class attributes of RolloverModel) and a strict xfail test at the end of this module shows the bug.
 
-Profiles (env HYPOTHESIS_PROFILE): "ci" (default; derandomized, 1000 schedules x 40 steps, about a
+Profiles (env HYPOTHESIS_PROFILE): "ci" (default; derandomized, 2000 schedules x 40 steps, about two
 minute) and "long" (random, 5000 x 60, failures kept in .pytest_cache/hypothesis-model). The figures
 of a run are printed in pytest's terminal summary and kept in .pytest_cache (certbot_dane/model_figures).
 """
@@ -712,7 +712,7 @@ def _utc(moment: float) -> datetime.datetime:
 _COMMON: dict[str, Any] = dict(deadline=None, print_blob=True,
                                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                                       HealthCheck.filter_too_much])
-settings.register_profile("ci", max_examples=1000, stateful_step_count=40, derandomize=True, database=None,
+settings.register_profile("ci", max_examples=2000, stateful_step_count=40, derandomize=True, database=None,
                           **_COMMON)
 settings.register_profile("long", max_examples=5000, stateful_step_count=60,
                           database=DirectoryBasedExampleDatabase(".pytest_cache/hypothesis-model"), **_COMMON)
