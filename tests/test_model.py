@@ -25,7 +25,7 @@ Where the current code breaks an invariant, the main model keeps clear of the tr
 class attributes of RolloverModel) and a strict xfail test at the end of this module shows the bug.
 
 Profiles (env HYPOTHESIS_PROFILE): "ci" (default; derandomized, 2000 schedules x 40 steps, about two
-minute) and "long" (random, 5000 x 60, failures kept in .pytest_cache/hypothesis-model). The figures
+minutes) and "long" (random, 5000 x 60, failures kept in .pytest_cache/hypothesis-model). The figures
 of a run are printed in pytest's terminal summary and kept in .pytest_cache (certbot_dane/model_figures).
 """
 
