@@ -290,10 +290,11 @@ class Rollout:
                 continue
             intents.append(plan.Intent(name, self.owners(lineage), st))
         keep, protected = self._keep(batch)
-        if not plan.to_retire(intents, keep):
+        candidates = plan.to_retire(intents, keep)
+        if not candidates:
             return
         try:
-            claims = zone.claims(self.client, plan.to_retire(intents, keep))
+            claims = zone.claims(self.client, candidates)
         except DnsError as err:
             self.fail(batch, [i.lineage for i in intents], err)
             return
@@ -309,36 +310,34 @@ class Rollout:
                 batch[name] = (batch[name][0], self.save(st))
 
     def _keep(self, batch: Batch) -> tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]:
-        """Per owner: what some configured lineage wants there (keep), and what a deployed certificate needs.
-
-        The protected records are computed from the certificates on disk with today's params, whatever
-        the state files say (I2).
-        """
-        keep: dict[str, set[str]] = {}
-        protected: dict[str, set[str]] = {}
+        """Per owner, what some configured lineage of this host wants there (keep) and what a deployed
+        certificate needs (protected: from the files on disk with today's params, whatever the state
+        files say: I2). A lineage whose state cannot be read keeps everything of ours at its names."""
+        lineages: list[tuple[Iterable[str], LineageState, Iterable[str]]] = []
+        unknown: list[str] = []
         for lineage in self.config.lineages.values():
             try:
                 st = batch[lineage.name][1] if lineage.name in batch else state.load_lineage(self.config.state_dir,
                                                                                              lineage.name)
-            except StateError as err:  # what it wants is unknown: nothing of ours at its names goes
+            except StateError as err:
                 logger.warning("%s: retiring nothing at its TLSA names: %s", lineage.name, err)
-                for owner in lineage.tlsa:
-                    keep.setdefault(owner, set()).update(p.value for _, bst in batch.values() for p in bst.published
-                                                         if p.name == owner)
+                unknown += lineage.tlsa
                 continue
             if self.dry_run and lineage.name in batch:  # what the plan would have deployed by now
-                live = set(st.deployed.records if st.deployed else ())
+                live: Iterable[str] = st.deployed.records if st.deployed else ()
             else:
                 deployed = certstore.read_dir(self.store.live_dir(lineage.name))
-                live = set(_records(deployed, lineage)) if deployed else set()
+                live = _records(deployed, lineage) if deployed else ()
             try:
-                owners = self.owners(lineage)
+                owners: Iterable[str] = self.owners(lineage)
             except DnsError:
                 owners = lineage.tlsa
-            for owner in {*owners, *(p.name for p in st.published)}:  # names dropped from the config too
-                protected.setdefault(owner, set()).update(live)
-                keep.setdefault(owner, set()).update(live, rollover.wanted_values(st))
-        return ({o: frozenset(v) for o, v in keep.items()}, {o: frozenset(v) for o, v in protected.items()})
+            lineages.append((owners, st, live))
+        keep, protected = plan.kept(lineages)
+        for owner in unknown:
+            keep[owner] = keep.get(owner, frozenset()) | {p.value for _, bst in batch.values()
+                                                          for p in bst.published if p.name == owner}
+        return keep, protected
 
     def _apply(self, batch: Batch, changes: plan.Plan) -> bool:
         """Send a plan's DNS changes; on failure, fail the lineages whose names it touched."""
@@ -352,11 +351,6 @@ class Rollout:
         return True
 
     # -- the phases after staging and gating, shared by hooks and the timer ----------------
-    def finish(self, batch: Batch) -> None:
-        """Publish what is missing, then settle."""
-        self.publish(batch)
-        self.settle(batch)
-
     def settle(self, batch: Batch) -> None:
         """Reload/verify swaps not yet verified, retire what is stale, clear the errors of the lineages
         for which all of it succeeded."""
@@ -408,7 +402,7 @@ def _stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSe
         logger.warning("%s: the certificate does not cover %s, named by its TLSA names; "
                        "DANE-EE does not check names, but check the configuration", lineage.name, ", ".join(uncovered))
     new = rollover.Version(cert_info.fingerprint,
-                           tuple(r.to_text() for r in certificate.tlsa_records(certs, lineage.params)))
+                           _records(certs, lineage))
     st = current(rollout, lineage)
     try:
         owners = rollout.owners(lineage)

@@ -144,6 +144,25 @@ def publish(intents: Iterable[Intent], primary: Mapping[str, Answer], claims: Ma
     return Plan(add=tuple(adds), ahead=ahead, states=after, lines=tuple(lines))
 
 
+def kept(lineages: Iterable[tuple[Iterable[str], LineageState, Iterable[str]]]) -> tuple[
+        dict[str, frozenset[str]], dict[str, frozenset[str]]]:
+    """Per owner, what must stay: (keep, protected) for `retire` and `Plan.check`.
+
+    `lineages`: each configured lineage's owner names, state, and the records its deployed
+    certificate needs (from the files on disk). Protected: those records, at its names and at every
+    name it published at (names dropped from the config too: I2). Keep: those plus what its state
+    still wants there (deployed, previous, staged).
+    """
+    keep: dict[str, set[str]] = {}
+    protected: dict[str, set[str]] = {}
+    for owners, st, live in lineages:
+        live = set(live)
+        for owner in {*owners, *(p.name for p in st.published)}:
+            protected.setdefault(owner, set()).update(live)
+            keep.setdefault(owner, set()).update(live, wanted_values(st))
+    return {o: frozenset(v) for o, v in keep.items()}, {o: frozenset(v) for o, v in protected.items()}
+
+
 def to_retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]]) -> set[Pair]:
     """The pairs the retire planner considers: ours, wanted by no lineage of this host."""
     return {(p.name, p.value) for intent in intents for p in intent.state.published

@@ -186,12 +186,9 @@ def pending(cfg: Config, client: DnsClient, lineages: Sequence[LineageSettings],
     """
     primary = client.settings.server
     intents: list[plan.Intent] = []
-    keep: dict[str, set[str]] = {}
-    for other in cfg.lineages.values():  # what lineages not reported on want stays too
-        if all(other.name != lineage.name for lineage in lineages):
-            st = state.load_lineage(cfg.state_dir, other.name)
-            for owner in (*other.tlsa, *(p.name for p in st.published)):
-                keep.setdefault(owner, set()).update(rollover.wanted_values(st))
+    lineages_: list[tuple[Sequence[str], rollover.LineageState, Sequence[str]]] = [
+        (other.tlsa, state.load_lineage(cfg.state_dir, other.name), ())  # not reported on: what it wants stays
+        for other in cfg.lineages.values() if all(other.name != lineage.name for lineage in lineages)]
     for lineage in lineages:
         local_ = found[lineage.name]
         st = rollover.reconcile(local_.state, local_.deployed.fingerprint if local_.deployed else None)
@@ -199,13 +196,12 @@ def pending(cfg: Config, client: DnsClient, lineages: Sequence[LineageSettings],
             local_.deployed.fingerprint == st.deployed.fingerprint else None
         st = rollover.refresh(st, deployed, local_.staged.records if local_.staged else None)
         intents.append(plan.Intent(lineage.name, lineage.tlsa, st))
-        for owner in (*lineage.tlsa, *(p.name for p in st.published)):
-            keep.setdefault(owner, set()).update(rollover.wanted_values(st), deployed or ())
+        lineages_.append((lineage.tlsa, st, deployed or ()))
+    kept, _ = plan.kept(lineages_)
     answers = {o: Answer(a.rcode, a.values, a.ttl) for o, by in observed.tlsa.items() for s, a in by.items()
                if s == primary}
     if not all(o in answers and answers[o].definite for i in intents for o in i.owners):
         return {lineage.name: () for lineage in lineages}  # the findings say why
-    kept = {o: frozenset(v) for o, v in keep.items()}
     instance = state.instance_id(cfg.state_dir, create=False)
     claims = zone.claims(client, plan.to_claim(intents, answers) | plan.to_retire(intents, kept))
     steps: dict[str, list[str]] = {lineage.name: [] for lineage in lineages}

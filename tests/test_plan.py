@@ -117,3 +117,11 @@ def test_check_refuses_what_must_stay(record: Record, why: str) -> None:
 def test_check_lets_our_stale_record_and_claim_go() -> None:
     plan.Plan(remove=(Record(N, "TLSA", OLD), Record(CLAIM_OLD, "TXT", '"a1b2 mx"'))).check(
         {N: frozenset({NEW})}, {(N, OLD)}, ME)
+
+
+def test_kept_protects_the_live_records_at_every_name_a_lineage_published_and_keeps_what_it_wants() -> None:
+    st = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), staged=Staged("cc" * 32, ("3 0 1 " + "cc" * 32,)),
+                      published=(Published("_465._tcp.mx.example.org.", NEW, 1.0, True),))
+    keep, protected = plan.kept([((N,), st, (NEW,))])
+    assert protected == {N: frozenset({NEW}), "_465._tcp.mx.example.org.": frozenset({NEW})}
+    assert keep[N] == frozenset({NEW, "3 0 1 " + "cc" * 32})
