@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -95,12 +96,7 @@ def knot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KnotServer]:
     server = KnotServer("knot", PRIMARY_ADDRESS, free_port([PRIMARY_ADDRESS]), workdir,
                         key=generate_tsig_key("certbot-dane.", keys),
                         other_keys=(generate_tsig_key("intruder.", keys),))
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+    yield from _running(server, workdir)
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +119,14 @@ def _powerdns(tmp_path_factory: pytest.TempPathFactory, *, lua_policy: bool) -> 
     workdir = Path(tempfile.mkdtemp(prefix=f"certbot-dane-{label}-"))  # SQLite needs searchable parents
     server = PowerDnsServer(label, PRIMARY_ADDRESS, free_port([PRIMARY_ADDRESS]), workdir,
                             key=generate_tsig_key("certbot-dane.", keys), lua_policy=lua_policy)
+    yield from _running(server, workdir)
+
+
+S = TypeVar("S", KnotServer, PowerDnsServer)
+
+
+def _running(server: S, workdir: Path) -> Iterator[S]:
+    """Start a server for a fixture; stop it and remove its working directory afterwards."""
     try:
         server.start()
         yield server

@@ -260,6 +260,16 @@ HOOK = REPO / "hooks" / "certbot-dane-deploy"
 DAY = datetime.timedelta(days=1)
 
 
+def renewed_and_served(s: Scenario) -> tuple[set[str], set[str]]:
+    """Issue, renew, and wait until the primary serves the old and the new records: (old, new)."""
+    assert s.issue().returncode == 0
+    old = s.records(s.certbot_cert())
+    assert s.renew().returncode == 0
+    new = s.records(s.certbot_cert())
+    s.wait_until_served(s.tlsa[0], old | new)
+    return old, new
+
+
 def status_json(s: Scenario, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
     done = s.cli("status", "--json", *args, env=env)
     assert done.stdout, done.stderr
@@ -379,11 +389,7 @@ def test_colour_on_a_terminal_unless_no_color(sandbox, tmp_path):
 def test_staged_certificate_waits_for_ttls_with_its_safe_moment_then_is_ready(sandbox, tmp_path):
     name = "st-wait.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=300)
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    new = s.records(s.certbot_cert())
-    s.wait_until_served(s.tlsa[0], old | new)
+    old, new = renewed_and_served(s)
     assert s.cli("deploy").returncode == 0  # starts the gate's clock
     served_at = s.state()["staged"]["served_at"]
     code, doc = status_json(s)
@@ -485,11 +491,7 @@ def test_deployed_record_removed_by_hand_is_critical(sandbox, tmp_path):
 def test_stale_record_left_by_a_refused_retire_is_a_warning_until_a_run_retires_it(sandbox, tmp_path):
     name = "st-stale.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=1)
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    new = s.records(s.certbot_cert())
-    s.wait_until_served(s.tlsa[0], old | new)
+    old, new = renewed_and_served(s)
     assert s.cli("deploy").returncode == 0
     poll_status(s, lambda d: lineage_of(d)["phase"] == "ready")
     # The admin tightened update-policy: this run deploys but its retire UPDATE is REFUSED.
@@ -631,11 +633,7 @@ def test_lineage_option_narrows_and_bad_input_is_unknown(sandbox, tmp_path):
 def test_pending_shows_what_the_next_deploy_run_would_do_then_nothing(sandbox, tmp_path):
     name = "st-pending.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=300)
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    new = s.records(s.certbot_cert())
-    s.wait_until_served(s.tlsa[0], old | new)
+    old, new = renewed_and_served(s)
     (value,) = new
     client = DnsClient(load(s.config).dns)                   # someone removes our staged record by hand
     client.update(ZoneUpdate(client.find_zone(s.tlsa[0]), remove=(Record(s.tlsa[0], "TLSA", value),)))
