@@ -10,6 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
+from certbot_dane import compat
 from certbot_dane.tlsa import TlsaParams, TlsaRecord, load_chain, records_for
 
 FILES = ("cert.pem", "chain.pem", "fullchain.pem", "privkey.pem")
@@ -71,8 +72,8 @@ def info(cert_pem: bytes) -> CertInfo:
         fingerprint=fingerprint(cert_pem),
         subject=str(common[0].value) if common else leaf.subject.rfc4514_string(),
         serial=format(leaf.serial_number, "x"),
-        not_before=leaf.not_valid_before_utc,
-        not_after=leaf.not_valid_after_utc,
+        not_before=compat.not_valid_before(leaf),
+        not_after=compat.not_valid_after(leaf),
         names=names,
     )
 
@@ -103,10 +104,11 @@ def problems(certs: CertSet, now: datetime.datetime) -> list[str]:
     if key.public_key().public_bytes(serialization.Encoding.DER, spki) != \
             leaf.public_key().public_bytes(serialization.Encoding.DER, spki):
         found.append("the private key does not match the certificate")
-    if now < leaf.not_valid_before_utc:
-        found.append(f"the certificate is not valid before {leaf.not_valid_before_utc:%Y-%m-%d %H:%M} UTC")
-    if now >= leaf.not_valid_after_utc:
-        found.append(f"the certificate expired on {leaf.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    start, end = compat.not_valid_before(leaf), compat.not_valid_after(leaf)
+    if now < start:
+        found.append(f"the certificate is not valid before {start:%Y-%m-%d %H:%M} UTC")
+    if now >= end:
+        found.append(f"the certificate expired on {end:%Y-%m-%d %H:%M} UTC")
     if load_chain(certs.fullchain)[0] != leaf:
         found.append("fullchain.pem does not start with cert.pem")
     return found

@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import dns.dnssec
-import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.rrset
+
+from certbot_dane import compat
 
 VALID = "valid"        # signed, and the signature verifies against the zone's DNSKEY RRset
 UNSIGNED = "unsigned"  # the zone has no DNSKEY RRset: DANE protects nothing there
@@ -68,7 +69,7 @@ def _validate(zone: str, rrset: dns.rrset.RRset, sigs: dns.rrset.RRset | None, d
         return Verdict(BOGUS, f"no RRSIG over {what} although zone {zone} is signed")
     try:
         dns.dnssec.validate(rrset, sigs, {dns.name.from_text(zone): dnskey}, now=now)
-    except dns.exception.ValidationFailure as err:
+    except compat.ValidationFailure as err:
         return Verdict(BOGUS, f"RRSIG over {what} does not validate against the DNSKEY of {zone}: {err}")
     return Verdict(VALID)
 

@@ -17,7 +17,7 @@ from certbot import errors, interfaces
 from certbot.achallenges import AnnotatedChallenge
 from certbot.plugins import common
 
-from certbot_dane import certstore, challenge, config, deploy, state, zone
+from certbot_dane import certstore, challenge, compat, config, deploy, state, zone
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import DaneError
 from certbot_dane.records import Record
@@ -65,7 +65,7 @@ class Plugin(common.Plugin, interfaces.Authenticator, interfaces.Installer, inte
 
     def perform(self, achalls: list[AnnotatedChallenge]) -> list[challenges.ChallengeResponse]:
         client = DnsClient(self._config().dns)
-        records = [challenge.validation_record(a.validation_domain_name(a.identifier.value),
+        records = [challenge.validation_record(a.validation_domain_name(compat.challenge_domain(a)),
                                                a.validation(a.account_key)) for a in achalls]
         # written down before the UPDATEs: when one zone's fails after another's succeeded (or the
         # answer is lost), cleanup still removes every record that may have been added

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from certbot_dane import compat
+
 USAGES = {2: "DANE-TA", 3: "DANE-EE"}
 SELECTORS = {0: "full certificate", 1: "SubjectPublicKeyInfo"}
 MTYPES = {1: "SHA-256", 2: "SHA-512"}
@@ -103,7 +105,7 @@ def records_for(params: tuple[TlsaParams, ...], chain: list[x509.Certificate]) -
 
 def load_chain(pem: bytes) -> list[x509.Certificate]:
     """Parse a PEM bundle (fullchain.pem: leaf first) into certificates."""
-    return x509.load_pem_x509_certificates(pem)
+    return compat.load_pem_certificates(pem)
 
 
 def served_leaf_matches(leaf_der: bytes, values: set[str] | frozenset[str]) -> bool:
