@@ -24,7 +24,7 @@ def validation_record(validation_name: str, validation: str) -> Record:
 def wait(client: DnsClient, records: Sequence[Record]) -> None:
     """Return once every authoritative server of each record's zone serves it."""
     zone_of = {r.name: client.find_zone(r.name) for r in records}
-    wait_until_served(lambda r: client.servers(zone_of[r.name]), records, client.query,
+    wait_until_served(lambda r: client.servers(zone_of[r.name]), records, lambda qs: zone.ask(client, qs),
                       client.settings.propagation_timeout)
     logger.info("all authoritative servers serve %d validation record(s)", len(records))
 

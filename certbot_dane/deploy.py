@@ -195,53 +195,54 @@ class Rollout:
                 self.say(name, f"lagging: {lag}")
             st = self.save(rollover.with_gate(st, result, self.now()))
             batch[name] = (lineage, st)
-            if not (result.ready or force):
+            swap = plan.swap(st, result, force)
+            if swap is None:
                 when = f" until {utc(result.safe_at)}" if result.safe_at else ""
                 self.say(name, f"not deploying yet: {result.reason}{when}")
                 continue
-            if not result.ready:
-                self.say(name, f"EMERGENCY deploy before the gate ({result.reason}): DANE-validating senders "
-                               "that cached the old TLSA RRset will defer mail until it expires")
+            swap.check(st, result)
             try:
-                batch[name] = (lineage, self.go_live(lineage, st))
+                batch[name] = (lineage, self.go_live(lineage, swap))
             except DaneError as err:
                 self.fail(batch, [name], err)
 
-    def go_live(self, lineage: LineageSettings, st: LineageState) -> LineageState:
-        """Swap the staged version in atomically; the state is written right after the rename."""
-        assert st.staged is not None
-        target = self.store.live_dir(lineage.name)
-        self.say(lineage.name, f"deploy certificate {st.staged.fingerprint[:16]} to {target}")
+    def go_live(self, lineage: LineageSettings, swap: plan.Swap) -> LineageState:
+        """Apply a swap: the staged copy replaces the live files atomically; the state is written right after."""
+        *warning, line = swap.lines
+        for text in (*warning, f"{line} to {self.store.live_dir(lineage.name)}"):
+            self.say(lineage.name, text)
         if self.dry_run:
-            return rollover.swapped(st)
-        certs = self.store.read_staged(lineage.name, st.staged.fingerprint)
+            return swap.state
+        certs = self.store.read_staged(lineage.name, swap.fingerprint)
         fault_point("before-swap")
         self.store.swap(lineage.name, certs, lineage.key_group)
         fault_point("after-swap")
-        st = self.save(rollover.swapped(st))
+        st = self.save(swap.state)
         self.store.prune_staging(lineage.name, None)
         return st
 
     # -- reload and verify ---------------------------------------------------------------
     def reload_and_verify(self, batch: Batch) -> None:
-        """Reload each distinct command once for all swapped lineages, verify each, mark them verified."""
-        swapped = {name: (lin, st) for name, (lin, st) in batch.items() if st.unverified}
-        commands = list(dict.fromkeys(c for lin, _ in swapped.values() for c in lin.reload))
+        """Apply `plan.reload`: each distinct command once for all swapped lineages, then verify each and
+        prune its older versions; a lineage whose command or check failed stays unverified (retried next run)."""
+        todo = plan.reload(batch.values())
+        todo.check({name: batch[name][1] for name in todo.states})
         if self.dry_run:
-            for name, (lineage, st) in swapped.items():
-                self.say(name, f"reload with {list(lineage.reload)} and verify {[str(v) for v in lineage.verify]}")
-                batch[name] = (lineage, rollover.verified(st))  # show the rest of the plan as if they succeeded
+            for name, line in todo.lines:
+                self.say(name, line)
+                batch[name] = (batch[name][0], todo.states[name])  # show the rest of the plan as if they succeeded
             return
         failed: dict[str, DaneError] = {}
-        for command in commands:
+        for command, lineages in todo.commands:
             try:
-                services.reload(", ".join(n for n, (lin, _) in swapped.items() if command in lin.reload), [command])
+                services.reload(", ".join(lineages), [command])
             except DaneError as err:
                 failed[command] = err
         fault_point("after-reload")
-        for name, (lineage, st) in swapped.items():
+        for name, after in todo.states.items():
+            lineage, st = batch[name]
             try:
-                bad = next((failed[c] for c in lineage.reload if c in failed), None)
+                bad = next((failed[c] for c in todo.needs(name) if c in failed), None)
                 if bad is not None:
                     raise bad
                 self._verify(lineage, st)
@@ -250,9 +251,8 @@ class Rollout:
                 continue
             if lineage.reload:
                 self.say(name, f"services reloaded ({len(lineage.reload)} command(s))")
-            assert st.deployed is not None
-            self.store.prune_versions(name, {st.deployed.fingerprint})
-            batch[name] = (lineage, self.save(rollover.verified(st)))
+            self.store.prune_versions(name, {todo.keep[name]})
+            batch[name] = (lineage, self.save(after))
 
     def _verify(self, lineage: LineageSettings, st: LineageState) -> None:
         """Each endpoint must serve the deployed certificate, matching its published TLSA records."""

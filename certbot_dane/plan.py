@@ -1,9 +1,16 @@
-"""Change plans: the DNS changes of a run's publish and retire phases, decided from values and checked.
+"""Change plans: what each phase of a run will do, decided from values and checked before it is done.
 
-Pure, like `rollover`: the planners take states, what the primary serves and who claims what, and
-return a `Plan` (records to add and remove, prerequisites, the lineage states after it succeeds,
-the lines to report). `Plan.check` refuses, before anything is sent, a plan that would remove a
-record that must stay (I2, I3). `certbot_dane.deploy` applies plans; `--dry-run` only prints them.
+Pure, like `rollover`. One planner per phase, each returning a plan value with a `check`:
+- publish and retire (`publish`, `retire` -> `Plan`): records to add and remove, RFC 2136
+  prerequisites, the lineage states after it succeeds, the lines to report. `Plan.check` refuses a
+  plan that would remove a record that must stay (I2, I3).
+- gate: `rollover.gate` decides; `swap` turns an open gate into a `Swap` (the staged copy that goes
+  live, the state after the rename). `Swap.check` refuses a swap the gate did not allow (I1).
+- reload and verify (`reload` -> `Reload`): each distinct reload command once, the endpoints to
+  verify, the version kept when older ones are pruned, and the states once it all succeeded.
+  `Reload.check` refuses to prune a version that is live.
+`certbot_dane.deploy` applies the plans; `--dry-run` applies them to in-memory state only, and
+prints the same lines.
 
 Ownership claims coordinate several hosts (and several lineages of one host) that publish the
 same record at the same owner name, sharing nothing but the DNS. Next to each record it publishes,
@@ -21,8 +28,9 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from certbot_dane.config import LineageSettings, VerifyTarget
 from certbot_dane.records import Answer, Record, Require
-from certbot_dane.rollover import LineageState, Published, UnsafePlan, wanted_values
+from certbot_dane.rollover import Gate, LineageState, Published, UnsafePlan, swapped, verified, wanted_values
 
 CLAIM_LABEL = "_certbot-dane"
 
@@ -210,6 +218,80 @@ def retire(intents: Iterable[Intent], keep: Mapping[str, frozenset[str]], claims
                                                           if (p.name, p.value) not in gone[i.lineage]))
               for i in intents if i.lineage in gone}
     return Plan(remove=tuple(removes), require=tuple(require), states=states, lines=tuple(lines))
+
+
+@dataclass(frozen=True)
+class Swap:
+    """One lineage's swap: its staged copy replaces the live files (one rename), then `state` is written."""
+
+    lineage: str
+    fingerprint: str     # the staged copy that goes live
+    state: LineageState  # after the rename: deployed, not yet reloaded and verified
+    forced: str | None   # the gate's reason for waiting, when an emergency deploy overrides it
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        """What the swap does, for the run's report (the target directory is the applier's to add)."""
+        warning = () if self.forced is None else (
+            f"EMERGENCY deploy before the gate ({self.forced}): DANE-validating senders that cached the old "
+            "TLSA RRset will defer mail until it expires",)
+        return (*warning, f"deploy certificate {self.fingerprint[:16]}")
+
+    def check(self, before: LineageState, gate: Gate) -> None:
+        """Raise UnsafePlan unless this swap puts live the version the gate judged, and the gate is open
+        or the admin forced it (I1)."""
+        if before.staged is None or before.staged.fingerprint != self.fingerprint:
+            raise UnsafePlan(f"{self.lineage}: refusing to deploy {self.fingerprint[:16]}: not the staged version")
+        if not gate.ready and self.forced is None:
+            raise UnsafePlan(f"{self.lineage}: refusing to deploy before the gate opens: {gate.reason}")
+        if self.state.deployed is None or self.state.deployed.fingerprint != self.fingerprint:
+            raise UnsafePlan(f"{self.lineage}: the state after the swap does not name {self.fingerprint[:16]}")
+
+
+def swap(state: LineageState, gate: Gate, force: bool = False) -> Swap | None:
+    """The swap an open gate (or `force`: an emergency deploy) allows; None while nothing may go live."""
+    if state.staged is None or not (gate.ready or force):
+        return None
+    return Swap(state.lineage, state.staged.fingerprint, swapped(state), None if gate.ready else gate.reason)
+
+
+@dataclass(frozen=True)
+class Reload:
+    """Reload and verify for the swapped lineages of a batch."""
+
+    commands: tuple[tuple[str, tuple[str, ...]], ...] = ()  # each distinct command once, with the lineages it serves
+    verify: Mapping[str, tuple[VerifyTarget, ...]] = field(default_factory=dict)  # must serve the deployed cert
+    keep: Mapping[str, str] = field(default_factory=dict)  # the one version directory kept when pruning
+    states: Mapping[str, LineageState] = field(default_factory=dict)  # once its commands and checks succeeded
+    lines: tuple[tuple[str, str], ...] = ()
+
+    def needs(self, lineage: str) -> list[str]:
+        """The commands a lineage's services are reloaded with."""
+        return [command for command, lineages in self.commands if lineage in lineages]
+
+    def check(self, before: Mapping[str, LineageState]) -> None:
+        """Raise UnsafePlan if pruning would delete a lineage's live version, or the plan verifies a
+        lineage that was not swapped."""
+        for name, kept_version in self.keep.items():
+            st = before[name]
+            if not st.unverified or st.deployed is None or st.deployed.fingerprint != kept_version:
+                raise UnsafePlan(f"{name}: refusing to prune every version but {kept_version[:16]}: it is not the "
+                                 "one just deployed")
+
+
+def reload(swapped_: Iterable[tuple[LineageSettings, LineageState]]) -> Reload:
+    """Reload each distinct command once for all the lineages just swapped in (unverified), then verify each."""
+    lineages = [(lineage, st) for lineage, st in swapped_ if st.unverified and st.deployed is not None]
+    users: dict[str, list[str]] = {}
+    for lineage, _ in lineages:
+        for command in lineage.reload:
+            users.setdefault(command, []).append(lineage.name)
+    lines = [(lineage.name, f"reload with {list(lineage.reload)} and verify {[str(v) for v in lineage.verify]}")
+             for lineage, _ in lineages]
+    return Reload(tuple((c, tuple(n)) for c, n in users.items()),
+                  {lineage.name: lineage.verify for lineage, _ in lineages},
+                  {lineage.name: st.deployed.fingerprint for lineage, st in lineages if st.deployed is not None},
+                  {lineage.name: verified(st) for lineage, st in lineages}, tuple(lines))
 
 
 def _published(st: LineageState) -> dict[Pair, Published]:

@@ -33,11 +33,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
-
-from dns.rrset import RRset
+from collections.abc import Sequence
 
 from certbot_dane import boot, certificate, certstore, config, dnssec, plan, rollover, state, zone
 from certbot_dane.assessment import CertView, Local, Observed, Report, Served, Severity, ZoneAnswer, assess
@@ -45,14 +41,12 @@ from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, Endpoint, LineageSettings
 from certbot_dane.dnsclient import DnsClient, value_text
 from certbot_dane.dnssec import SignedAnswer, Verdict
-from certbot_dane.errors import ConfigError, DaneError, DnsError, StateError
+from certbot_dane.errors import ConfigError, DaneError, StateError
 from certbot_dane.records import Answer
 from certbot_dane.statusformat import to_json, to_text, unknown_json
 from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
 
-WORKERS = 16             # concurrent DNS queries (threads: they hide network latency; parsing holds the GIL)
-T = TypeVar("T")
-J = TypeVar("J")
+WORKERS = zone.WORKERS
 
 
 def cert_view(certs: certificate.CertSet, lineage: LineageSettings) -> CertView:
@@ -84,46 +78,32 @@ def local(cfg: Config, lineage: LineageSettings) -> Local:
 
 def gather(client: DnsClient, lineages: Sequence[LineageSettings], now: float,
            workers: int = WORKERS) -> Observed:
-    """Ask the servers, `workers` queries at a time (1: one after the other); DnsError naming any that did not answer.
+    """Ask the servers through `zone.ask`, `workers` questions at a time (1: one after the other);
+    DnsError naming every server that did not answer.
 
     1. Each name's TLSA RRset from the primary (DO bit): its RRSIG signer names the zone, so the SOA walk
        (DnsClient.find_zone) is needed only for names that are unsigned or absent.
-    2. Each zone's SOA and DNSKEY from each of its authoritative servers (reachability checked here).
+    2. Each zone's SOA, then DNSKEY, from each of its authoritative servers.
     3. Each name's TLSA RRset from each other server; then every RRset is validated against its server's DNSKEY.
     """
     names = list(dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
     primary = client.settings.server
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        def run(jobs: Sequence[J], ask: Callable[[J], T], server: Callable[[J], Endpoint]) -> list[T]:
-            results = list((pool.map if workers > 1 else map)(lambda job: _attempt(ask, job), jobs))
-            failed = {str(server(j)): r for j, r in zip(jobs, results, strict=True) if isinstance(r, DnsError)}
-            if failed:
-                raise DnsError("; ".join(str(err) for err in failed.values()))
-            return results  # type: ignore[return-value]
-
-        first = dict(zip(names, run(names, lambda n: client.query_dnssec(primary, n, "TLSA"), lambda n: primary),
-                         strict=True))
-        zone_of = dict(zip(names, run(names, lambda n: _zone(client, n, first[n]), lambda n: primary), strict=True))
-        servers = {z: client.servers(z) for z in dict.fromkeys(zone_of.values())}
-        zone_jobs = [(z, s) for z, found in servers.items() for s in found]
-        keys = dict(zip(zone_jobs, run(zone_jobs, lambda j: _ask_zone(client, j[0], j[1], now), lambda j: j[1]),
-                        strict=True))
-        name_jobs = [(n, s) for n in names for s in servers[zone_of[n]] if s != primary]
-        answers = dict(zip(name_jobs, run(name_jobs, lambda j: client.query_dnssec(j[1], j[0], "TLSA"),
-                                          lambda j: j[1]), strict=True))
-    answers.update({(n, primary): a for n, a in first.items()})
+    first = zone.answered(zone.ask_signed(client, [(primary, n, "TLSA") for n in names], workers))
+    zone_of = {n: _zone(client, n, first[(primary, n, "TLSA")]) for n in names}
+    servers = {z: client.servers(z) for z in dict.fromkeys(zone_of.values())}
+    soa = zone.answered(zone.ask(client, [(s, z, "SOA") for z, found in servers.items() for s in found], workers))
+    keys = zone.answered(zone.ask_signed(client, [(s, z, "DNSKEY") for (s, z, _), a in soa.items() if a.values],
+                                         workers))
+    answers = zone.answered(zone.ask_signed(client, [(s, n, "TLSA") for n in names for s in servers[zone_of[n]]
+                                                     if s != primary], workers))
+    answers.update(first)
+    zones = {z: {s: _zone_answer(z, s, soa[(s, z, "SOA")], keys.get((s, z, "DNSKEY")), now) for s in found}
+             for z, found in servers.items()}
     validated: dict[tuple[str, ...], Verdict] = {}  # servers in sync serve the same RRset and RRSIGs: check once
-    tlsa = {n: {s: _served(zone_of[n], answers[(n, s)], keys[(zone_of[n], s)], now, validated)
+    tlsa = {n: {s: _served(zone_of[n], answers[(s, n, "TLSA")], zones[zone_of[n]][s],
+                           keys.get((s, zone_of[n], "DNSKEY")), now, validated)
                 for s in servers[zone_of[n]]} for n in names}
-    zones = {z: {s: keys[(z, s)][0] for s in found} for z, found in servers.items()}
     return Observed(zone_of, tlsa, zones)
-
-
-def _attempt(ask: Callable[[J], T], job: J) -> T | DnsError:
-    try:
-        return ask(job)
-    except DnsError as err:
-        return err
 
 
 def _zone(client: DnsClient, name: str, answer: SignedAnswer) -> str:
@@ -134,25 +114,23 @@ def _zone(client: DnsClient, name: str, answer: SignedAnswer) -> str:
     return client.find_zone(name)
 
 
-def _ask_zone(client: DnsClient, zone: str, server: Endpoint, now: float) -> tuple[ZoneAnswer, RRset | None]:
-    soa = client.query(server, zone, "SOA")
-    if not soa.values:
-        return ZoneAnswer(soa.rcode, None, Verdict(dnssec.NONE, f"{server} does not serve zone {zone}")), None
-    keys = client.query_dnssec(server, zone, "DNSKEY")
+def _zone_answer(zone_: str, server: Endpoint, soa: Answer, keys: SignedAnswer | None, now: float) -> ZoneAnswer:
+    if keys is None:
+        return ZoneAnswer(soa.rcode, None, Verdict(dnssec.NONE, f"{server} does not serve zone {zone_}"))
     serial = int(next(iter(soa.values)).split()[2])
-    return ZoneAnswer(soa.rcode, serial, dnssec.check_zone(zone, keys.rrset, keys.sigs, now)), keys.rrset
+    return ZoneAnswer(soa.rcode, serial, dnssec.check_zone(zone_, keys.rrset, keys.sigs, now))
 
 
-def _served(zone: str, answer: SignedAnswer, keys: tuple[ZoneAnswer, RRset | None], now: float,
+def _served(zone_: str, answer: SignedAnswer, served_zone: ZoneAnswer, keys: SignedAnswer | None, now: float,
             validated: dict[tuple[str, ...], Verdict]) -> Served:
     rrset, sigs = answer.rrset, answer.sigs
     values = frozenset(value_text(r) for r in rrset) if rrset is not None else frozenset()
-    if keys[0].serial is None:
-        verdict = keys[0].dnssec
+    if keys is None:
+        verdict = served_zone.dnssec
     else:
-        seen = (zone, *(x.to_text() if x is not None else "" for x in (rrset, sigs, keys[1])))
+        seen = (zone_, *(x.to_text() if x is not None else "" for x in (rrset, sigs, keys.rrset)))
         if seen not in validated:
-            validated[seen] = dnssec.check_rrset(zone, rrset, sigs, keys[1], now)
+            validated[seen] = dnssec.check_rrset(zone_, rrset, sigs, keys.rrset, now)
         verdict = validated[seen]
     return Served(answer.rcode, values, rrset.ttl if rrset is not None else None, verdict)
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from certbot_dane import plan
+from certbot_dane.config import LineageSettings
 from certbot_dane.records import Answer, Record, Require
-from certbot_dane.rollover import LineageState, Published, Staged, UnsafePlan, Version
+from certbot_dane.rollover import Gate, LineageState, Published, Staged, UnsafePlan, Version
+from certbot_dane.tlsa import TlsaParams
 
 N = "_25._tcp.mx.example.org."
 OLD, NEW, HAND = "3 0 1 " + "aa" * 32, "3 0 1 " + "bb" * 32, "3 1 1 aabbccdd"
@@ -125,3 +127,62 @@ def test_kept_protects_the_live_records_at_every_name_a_lineage_published_and_ke
     keep, protected = plan.kept([((N,), st, (NEW,))])
     assert protected == {N: frozenset({NEW}), "_465._tcp.mx.example.org.": frozenset({NEW})}
     assert keep[N] == frozenset({NEW, "3 0 1 " + "cc" * 32})
+
+
+# -- swap and reload ---------------------------------------------------------------------------
+STAGED_NEW = LineageState("mx", deployed=Version(OLD[6:], (OLD,)), staged=Staged(NEW[6:], (NEW,), 1.0, 2.0, 60))
+OPEN, SHUT = Gate(True, 2.0, 122.0, "every server has served the new records for 2 x TTL"), \
+    Gate(False, 2.0, 122.0, "waiting 2 x TTL (120s) for caches to expire")
+
+
+def test_an_open_gate_swaps_the_staged_version_in_unverified() -> None:
+    swap = plan.swap(STAGED_NEW, OPEN)
+    assert swap is not None and swap.fingerprint == NEW[6:] and swap.forced is None
+    assert swap.state.deployed == Version(NEW[6:], (NEW,)) and swap.state.previous == STAGED_NEW.deployed
+    assert swap.state.unverified and swap.state.staged is None
+    assert swap.lines == (f"deploy certificate {NEW[6:22]}",)
+    swap.check(STAGED_NEW, OPEN)
+
+
+def test_a_shut_gate_swaps_nothing_unless_forced_and_then_says_so() -> None:
+    assert plan.swap(STAGED_NEW, SHUT) is None
+    assert plan.swap(LineageState("mx", deployed=STAGED_NEW.deployed), OPEN) is None, "nothing staged"
+    forced = plan.swap(STAGED_NEW, SHUT, force=True)
+    assert forced is not None and forced.forced == SHUT.reason
+    assert forced.lines[0].startswith("EMERGENCY deploy before the gate (waiting 2 x TTL")
+    forced.check(STAGED_NEW, SHUT)
+
+
+def test_swap_check_refuses_a_swap_the_gate_did_not_allow_or_of_another_version() -> None:
+    opened = plan.swap(STAGED_NEW, OPEN)
+    assert opened is not None
+    with pytest.raises(UnsafePlan, match="before the gate opens: waiting 2 x TTL"):
+        opened.check(STAGED_NEW, SHUT)
+    other = LineageState("mx", staged=Staged("cc" * 32, ("3 0 1 " + "cc" * 32,), 1.0))
+    with pytest.raises(UnsafePlan, match="not the staged version"):
+        opened.check(other, OPEN)
+
+
+def lineage(name: str, reload: tuple[str, ...]) -> LineageSettings:
+    return LineageSettings(name, (N,), (TlsaParams(3, 0, 1),), reload=reload)
+
+
+def test_reload_runs_each_command_once_for_every_swapped_lineage_and_keeps_the_live_version() -> None:
+    swapped = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), previous=STAGED_NEW.deployed,
+                                   unverified=True)
+    other = LineageState("smtp", deployed=Version(OLD[6:], (OLD,)), unverified=True)
+    idle = LineageState("imap", deployed=Version(OLD[6:], (OLD,)))
+    todo = plan.reload([(lineage("mx", ("postfix reload", "dovecot reload")), swapped),
+                        (lineage("smtp", ("postfix reload",)), other), (lineage("imap", ("dovecot reload",)), idle)])
+    assert todo.commands == (("postfix reload", ("mx", "smtp")), ("dovecot reload", ("mx",)))
+    assert todo.needs("smtp") == ["postfix reload"] and todo.needs("imap") == []
+    assert todo.keep == {"mx": NEW[6:], "smtp": OLD[6:]}
+    assert todo.states["mx"].previous is None and not todo.states["mx"].unverified and "imap" not in todo.states
+    todo.check({"mx": swapped, "smtp": other})
+
+
+def test_reload_check_refuses_to_prune_a_version_that_is_not_the_one_just_deployed() -> None:
+    swapped = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), unverified=True)
+    todo = plan.reload([(lineage("mx", ()), swapped)])
+    with pytest.raises(UnsafePlan, match="refusing to prune every version but"):
+        todo.check({"mx": LineageState("mx", deployed=Version(OLD[6:], (OLD,)), unverified=True)})

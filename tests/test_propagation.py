@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from certbot_dane.config import Endpoint
-from certbot_dane.errors import PropagationTimeout, ServerUnreachable
+from certbot_dane.errors import PropagationTimeout
 from certbot_dane.propagation import wait_until_served
-from certbot_dane.records import Answer, Record
+from certbot_dane.records import Answer, NoAnswer, Record, Reply
 
 A, B = Endpoint("127.0.0.1", 53), Endpoint("127.0.0.2", 53)
 REC = Record.txt("_acme-challenge.mx.example.org", "token")
@@ -28,14 +28,18 @@ class Clock:
         self.now += seconds
 
 
-def served_after(schedule: dict[Endpoint, float], clock: Clock, extra: frozenset[str] = frozenset()):
-    def ask(server: Endpoint, name: str, rdtype: str) -> Answer:
+def served_after(schedule: dict[Endpoint, float | None], clock: Clock, extra: frozenset[str] = frozenset()):
+    """A `look` over servers that start serving REC at the given times (None: never answer)."""
+    def one(server: Endpoint) -> Reply:
         if schedule[server] is None:
-            raise ServerUnreachable(f"{server}: no answer within 1s")
+            return NoAnswer(f"{server}: no answer within 1s")
         if clock.now >= schedule[server]:
             return Answer("NOERROR", frozenset({REC.value}) | extra, 60)
         return Answer("NXDOMAIN", frozenset())
-    return ask
+
+    def look(questions):
+        return {q: one(q[0]) for q in questions}
+    return look
 
 
 def test_returns_as_soon_as_every_server_serves_the_record():
@@ -77,3 +81,25 @@ def test_unreachable_server_counts_as_lagging_and_is_named():
     clock = Clock()
     with pytest.raises(PropagationTimeout, match=r"127.0.0.2:53 .*no answer"):
         wait_until_served(lambda r: (A, B), [REC], served_after({A: 0, B: None}, clock), 3, clock, clock.pause)
+
+
+def test_an_error_rcode_is_lagging_and_named():
+    clock = Clock()
+
+    def look(questions):
+        return {q: Answer("SERVFAIL", frozenset()) if q[0] == B else Answer("NOERROR", frozenset({REC.value}))
+                for q in questions}
+    with pytest.raises(PropagationTimeout, match=r"127.0.0.2:53 .*\(answered: SERVFAIL\)"):
+        wait_until_served(lambda r: (A, B), [REC], look, 2, clock, clock.pause)
+
+
+def test_each_round_asks_only_the_servers_still_lagging():
+    clock = Clock()
+    asked: list[set[Endpoint]] = []
+    served = served_after({A: 0, B: 2.0}, clock)
+
+    def look(questions):
+        asked.append({q[0] for q in questions})
+        return served(questions)
+    wait_until_served(lambda r: (A, B), [REC], look, 30, clock, clock.pause)
+    assert asked[0] == {A, B} and all(round_ == {B} for round_ in asked[1:]) and len(asked) > 1
