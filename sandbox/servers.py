@@ -16,6 +16,7 @@ import ssl
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,11 +43,11 @@ REQUIRED_BINARIES = ("named", "tsig-keygen", "rndc", "pebble")
 APT_PACKAGES = "bind9 bind9-utils bind9-dnsutils pebble"
 """What `apt-get install` needs to provide REQUIRED_BINARIES (and `dig` for debugging)."""
 
-KNOT_BINARIES = ("knotd",)
+KNOT_BINARIES = ("knotd", "knotc")
 KNOT_APT_PACKAGES = "knot"
 """Knot DNS 3.2 for `KnotServer`."""
 
-POWERDNS_BINARIES = ("pdns_server", "pdnsutil")
+POWERDNS_BINARIES = ("pdns_server", "pdnsutil", "pdns_control")
 POWERDNS_SCHEMA = Path("/usr/share/doc/pdns-backend-sqlite3/schema.sqlite3.sql")
 POWERDNS_APT_PACKAGES = "pdns-server pdns-backend-sqlite3"
 """PowerDNS Authoritative 4.7 with its SQLite backend for `PowerDnsServer`."""
@@ -135,16 +136,19 @@ SECONDARY_ZONES = ("example.org", "example.net")
 
 @dataclass(frozen=True)
 class PolicyZone:
-    """A signed primary zone on Knot or PowerDNS: what key certbot-dane. may change there, extra records.
+    """A primary zone on Knot or PowerDNS: what key certbot-dane. may change there, extra records.
 
-    `update_types=()` grants the key nothing in the zone; `loaded=False` configures the zone
-    without any data, so that the server answers SERVFAIL for it (Knot).
+    `update_types=()` grants the key nothing in the zone; `update_names` narrows the grant to
+    these owner names (empty: anywhere in the zone); `loaded=False` configures the zone without
+    any data, so that the server answers SERVFAIL for it (Knot); `signed=False` leaves it unsigned.
     """
 
     name: str
     update_types: tuple[str, ...] = ("TXT", "TLSA")
     records: tuple[str, ...] = ()
     loaded: bool = True
+    signed: bool = True
+    update_names: tuple[str, ...] = ()
 
 
 KNOT_ZONES = (
@@ -161,6 +165,18 @@ POWERDNS_ZONES = (
 )
 """PowerDNS's zones. Zone metadata can only grant a key a whole zone: the TXT-only grant of
 pdns-txt.test holds only with the Lua update policy (`PowerDnsServer(lua_policy=True)`)."""
+
+SANDBOX_ZONES = (
+    PolicyZone("example.org", records=("mx A 127.0.0.1", *CNAME_RECORDS)),
+    PolicyZone("example.net"),
+    PolicyZone("locked.example", update_types=("TXT",), update_names=("_acme-challenge.ok.locked.example.",)),
+    PolicyZone("unsigned.example", signed=False),
+)
+"""named's ZONES on a Knot or PowerDNS primary of a `Sandbox`: the same names, the same grants
+(TXT and TLSA anywhere; in locked.example TXT at one name only), so that one scenario runs on each."""
+
+SERVER_KINDS = ("bind", "knot", "powerdns")
+"""The DNS servers a `Sandbox` can run as its primary (and secondary)."""
 
 
 def find_binary(name: str) -> Path | None:
@@ -335,17 +351,21 @@ class AuthoritativeServer:
 
     Subclasses write their files in `_prepare()`, give the command line in `_command()` and say
     in `_ready()` when every zone is served. The process runs in the workdir, unprivileged as root.
+    A secondary (`primary` given) transfers its zones from that primary only when `retransfer()`
+    asks it to (no NOTIFY, a one-day SOA refresh): it lags on purpose.
     """
 
     program = "server"
     """The server's program name, for the log file and for messages."""
 
-    def __init__(self, label: str, address: str, port: int, workdir: Path) -> None:
+    def __init__(self, label: str, address: str, port: int, workdir: Path, *,
+                 primary: AuthoritativeServer | None = None) -> None:
         """Describe the server; nothing is written or started before `start()`."""
         self.label = label
         self.address = address
         self.port = port
         self.workdir = workdir
+        self.primary = primary
         self.log = workdir / f"{self.program}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -465,6 +485,27 @@ class AuthoritativeServer:
             return False
         return True
 
+    def retransfer(self, zone: str, timeout: float = 10) -> None:
+        """Secondary only: fetch `zone` from the primary now and wait until it has its serial.
+
+        It transfers what the primary serves at the time of the call: after an UPDATE, first
+        wait until the primary shows the change (inline signing applies it a moment later).
+        """
+        if self.primary is None:
+            raise SandboxError(f"{self} is not a secondary")
+        target = self.primary.soa_serial(zone)
+        self._request_transfer(zone)
+        self.wait_for(
+            zone,
+            "SOA",
+            lambda records: bool(records) and _serial_newer_or_equal(int(records[0].split()[2]), target),
+            timeout=timeout,
+        )
+
+    def _request_transfer(self, zone: str) -> None:
+        """Ask this secondary's server to transfer `zone` from its primary now."""
+        raise SandboxError(f"{self} cannot be asked for a zone transfer")
+
     def _wait_until_ready(self) -> None:
         """Poll until `_ready()`, failing fast with the server's log if it exits or never gets there."""
         deadline = time.monotonic() + START_TIMEOUT
@@ -506,11 +547,10 @@ class NamedServer(AuthoritativeServer):
         primary: NamedServer | None = None,
     ) -> None:
         """Describe the server; nothing is written or started before `start()`."""
-        super().__init__(label, address, port, workdir)
+        super().__init__(label, address, port, workdir, primary=primary)
         self.zones = tuple(zones)
         self.control_port = control_port
         self.keys = tuple(keys)
-        self.primary = primary
 
     def _command(self) -> list[str]:
         """named in the foreground, its config reached through /proc/self/cwd.
@@ -533,22 +573,9 @@ class NamedServer(AuthoritativeServer):
             raise SandboxError(f"{self}: rndc {' '.join(args)}: {result.stderr.strip()}")
         return result.stdout
 
-    def retransfer(self, zone: str, timeout: float = 10) -> None:
-        """Secondary only: fetch `zone` from the primary now and wait until it has its serial.
-
-        It transfers what the primary serves at the time of the call: after an UPDATE, first
-        wait until the primary shows the change (inline signing applies it a moment later).
-        """
-        if self.primary is None:
-            raise SandboxError(f"{self} is not a secondary")
-        target = self.primary.soa_serial(zone)
+    def _request_transfer(self, zone: str) -> None:
+        """`rndc retransfer`."""
         self.rndc("retransfer", zone)
-        self.wait_for(
-            zone,
-            "SOA",
-            lambda records: bool(records) and _serial_newer_or_equal(int(records[0].split()[2]), target),
-            timeout=timeout,
-        )
 
     def _ready(self) -> bool:
         """True when every zone answers SOA and every signed zone shows DNSKEY and RRSIG(SOA)."""
@@ -653,9 +680,13 @@ def _zone_text(zone: PolicyZone, address: str) -> str:
 class KnotServer(AuthoritativeServer):
     """A real Knot DNS primary: DNSSEC-signed zones, TSIG, one update ACL per zone, loopback only.
 
-    Every zone is signed by Knot (`dnssec-signing: on`, keys made at first start). `key` may update
-    the record types its PolicyZone grants and nothing else (`acl: action update, update-type`);
-    `other_keys` are known to the server and granted nothing.
+    Every zone is signed by Knot (`dnssec-signing: on`, keys made at first start) unless its
+    PolicyZone says `signed=False`. `key` may update the record types its PolicyZone grants, at the
+    names it grants, and nothing else (`acl: action update, update-type, update-owner`);
+    `other_keys` are known to the server and granted nothing. Only SECONDARY_ADDRESS may transfer
+    the zones. With `primary` (another KnotServer), it is a secondary of that primary instead: it
+    serves the zones it transferred as they are (signed by the primary), takes no updates, and
+    transfers again only when `retransfer()` asks (`knotc zone-retransfer`).
     """
 
     program = "knotd"
@@ -670,9 +701,10 @@ class KnotServer(AuthoritativeServer):
         key: TsigKey,
         zones: Sequence[PolicyZone] = KNOT_ZONES,
         other_keys: Sequence[TsigKey] = (),
+        primary: KnotServer | None = None,
     ) -> None:
         """Describe the server; nothing is written or started before `start()`."""
-        super().__init__(label, address, port, workdir)
+        super().__init__(label, address, port, workdir, primary=primary)
         self.key = key
         self.zones = tuple(zones)
         self.other_keys = tuple(other_keys)
@@ -687,11 +719,20 @@ class KnotServer(AuthoritativeServer):
         return [_binary("knotd"), "-c", str(self.workdir / "knot.conf")]
 
     def _ready(self) -> bool:
-        """True when every loaded zone answers SOA, DNSKEY and RRSIG(SOA)."""
-        return self._serves((zone.name, True) for zone in self.zones if zone.loaded)
+        """True when every loaded zone answers SOA (and, when signed, DNSKEY and RRSIG(SOA))."""
+        return self._serves((zone.name, zone.signed) for zone in self.zones if zone.loaded)
+
+    def _request_transfer(self, zone: str) -> None:
+        """`knotc zone-retransfer` over the control socket in the rundir."""
+        result = subprocess.run(
+            [_binary("knotc"), "-c", str(self.workdir / "knot.conf"), "zone-retransfer", zone],
+            capture_output=True, text=True, timeout=30,
+        )
+        if result.returncode != 0:
+            raise SandboxError(f"{self}: knotc zone-retransfer {zone}: {(result.stdout + result.stderr).strip()}")
 
     def _prepare(self) -> None:
-        """Write knot.conf and (once) the zone files; Knot keeps its journal, timers and keys in db/.
+        """Write knot.conf and (once, on a primary) the zone files; Knot keeps its journal, timers and keys in db/.
 
         Knot resolves the real path of its key store, so (unlike named) it cannot reach its files
         through /proc/self/cwd: the workdir's parents must be searchable by the server user (use a
@@ -701,7 +742,7 @@ class KnotServer(AuthoritativeServer):
         _require_searchable(self.workdir.parent)
         for directory in ("", "run", "db", "db/keys", "zones"):
             (self.workdir / directory).mkdir(parents=True, exist_ok=True)
-        for zone in self.zones:
+        for zone in self.zones if self.primary is None else ():
             path = self.workdir / "zones" / f"{zone.name}.zone"
             if zone.loaded and not path.exists():
                 path.write_text(_zone_text(zone, self.address), encoding="utf-8")
@@ -714,26 +755,36 @@ class KnotServer(AuthoritativeServer):
             f"  - id: {key.name}\n    algorithm: {key.algorithm}\n    secret: {key.secret}\n"
             for key in (self.key, *self.other_keys)
         )
-        acls = "".join(
-            f"  - id: update-{zone.name}\n    key: {self.key.name}\n    action: update\n"
-            f"    update-type: [{', '.join(zone.update_types)}]\n"
-            for zone in self.zones
-            if zone.update_types
-        )
-        zones = "".join(
-            f"  - domain: {zone.name}\n    dnssec-signing: on\n"
-            + (f"    acl: update-{zone.name}\n" if zone.update_types else "")
-            for zone in self.zones
-        )
+        if self.primary is not None:
+            remotes = (f"remote:\n  - id: primary\n    address: {self.primary.address}@{self.primary.port}\n"
+                       f"    via: {self.address}\n")
+            acls = ""
+            zones = "".join(f"  - domain: {zone.name}\n    master: primary\n" for zone in self.zones if zone.loaded)
+        else:
+            remotes = ""
+            acls = f"  - id: transfer\n    address: {SECONDARY_ADDRESS}\n    action: transfer\n" + "".join(
+                f"  - id: update-{zone.name}\n    key: {self.key.name}\n    action: update\n"
+                f"    update-type: [{', '.join(zone.update_types)}]\n"
+                + (f"    update-owner: name\n    update-owner-match: equal\n"
+                   f"    update-owner-name: [{', '.join(zone.update_names)}]\n" if zone.update_names else "")
+                for zone in self.zones
+                if zone.update_types
+            )
+            zones = "".join(
+                f"  - domain: {zone.name}\n    dnssec-signing: {'on' if zone.signed else 'off'}\n"
+                f"    acl: [transfer{f', update-{zone.name}' if zone.update_types else ''}]\n"
+                for zone in self.zones
+            )
         return (
             f"server:\n    rundir: {self.workdir / 'run'}\n"
             f"    listen: {self.address}@{self.port}\n"
             "    udp-workers: 1\n    tcp-workers: 1\n    background-workers: 1\n"
             f"database:\n    storage: {self.workdir / 'db'}\n"
             f"key:\n{keys}"
+            + remotes
             + (f"acl:\n{acls}" if acls else "")
             + f"template:\n  - id: default\n    storage: {self.workdir / 'zones'}\n    file: \"%s.zone\"\n"
-            "    zonefile-sync: -1\n    zonefile-load: difference-no-serial\n    journal-content: all\n"
+            "    zonefile-sync: 0\n    zonefile-load: whole\n    journal-content: changes\n"
             f"zone:\n{zones}"
         )
 
@@ -744,8 +795,12 @@ class PowerDnsServer(AuthoritativeServer):
     Updates are allowed per zone by metadata (TSIG-ALLOW-DNSUPDATE `key`, ALLOW-DNSUPDATE-FROM
     127.0.0.0/8; the global allow-dnsupdate-from is empty), which grants a whole zone. With
     `lua_policy=True` a lua-dnsupdate-policy-script decides instead (PowerDNS then ignores the
-    metadata): `key` may change the types its PolicyZone grants; PowerDNS drops anything else
-    silently and still answers NOERROR.
+    metadata): `key` may change the types its PolicyZone grants, at the names it grants; PowerDNS
+    drops anything else silently and still answers NOERROR. Only SECONDARY_ADDRESS may transfer
+    the zones (`allow-axfr-ips`). With `primary` (another PowerDnsServer), it is a secondary
+    (`secondary=yes`, zones made by `pdnsutil create-secondary-zone`): it serves the zones as it
+    transferred them, signatures included (PowerDNS marks them PRESIGNED), takes no updates, and
+    transfers again only when `retransfer()` asks (`pdns_control retrieve`).
     """
 
     program = "pdns_server"
@@ -760,12 +815,15 @@ class PowerDnsServer(AuthoritativeServer):
         key: TsigKey,
         zones: Sequence[PolicyZone] = POWERDNS_ZONES,
         lua_policy: bool = False,
+        other_keys: Sequence[TsigKey] = (),
+        primary: PowerDnsServer | None = None,
     ) -> None:
         """Describe the server; nothing is written or started before `start()`."""
-        super().__init__(label, address, port, workdir)
+        super().__init__(label, address, port, workdir, primary=primary)
         self.key = key
         self.zones = tuple(zones)
         self.lua_policy = lua_policy
+        self.other_keys = tuple(other_keys)
 
     @staticmethod
     def missing() -> list[str]:
@@ -778,8 +836,17 @@ class PowerDnsServer(AuthoritativeServer):
         return [_binary("pdns_server"), f"--config-dir={self.workdir}"]
 
     def _ready(self) -> bool:
-        """True when every loaded zone answers SOA, DNSKEY and RRSIG(SOA)."""
-        return self._serves((zone.name, True) for zone in self.zones if zone.loaded)
+        """True when every loaded zone answers SOA (and, when signed, DNSKEY and RRSIG(SOA))."""
+        return self._serves((zone.name, zone.signed) for zone in self.zones if zone.loaded)
+
+    def _request_transfer(self, zone: str) -> None:
+        """`pdns_control retrieve` over the control socket in the workdir."""
+        result = subprocess.run(
+            [_binary("pdns_control"), f"--config-dir={self.workdir}", "retrieve", zone],
+            capture_output=True, text=True, timeout=30,
+        )
+        if result.returncode != 0:
+            raise SandboxError(f"{self}: pdns_control retrieve {zone}: {(result.stdout + result.stderr).strip()}")
 
     def _prepare(self) -> None:
         """Write pdns.conf and (once) the database: zones loaded, signed and rectified, key and metadata.
@@ -797,20 +864,32 @@ class PowerDnsServer(AuthoritativeServer):
         if not database.exists():
             with contextlib.closing(sqlite3.connect(database)) as connection:
                 connection.executescript(POWERDNS_SCHEMA.read_text(encoding="utf-8"))
-            key = self.key.name.rstrip(".")
-            self._pdnsutil("import-tsig-key", key, self.key.algorithm, self.key.secret)
-            for zone in self.zones:
-                if not zone.loaded:
-                    continue
-                path = self.workdir / f"{zone.name}.zone"
-                path.write_text(_zone_text(zone, self.address), encoding="utf-8")
-                self._pdnsutil("load-zone", zone.name, path.name)
-                self._pdnsutil("secure-zone", zone.name)
-                self._pdnsutil("rectify-zone", zone.name)
-                if zone.update_types:
-                    self._pdnsutil("set-meta", zone.name, "TSIG-ALLOW-DNSUPDATE", key)
-                    self._pdnsutil("set-meta", zone.name, "ALLOW-DNSUPDATE-FROM", "127.0.0.0/8")
+            if self.primary is not None:
+                source = f"{self.primary.address}:{self.primary.port}"
+                for zone in self.zones:
+                    if zone.loaded:
+                        self._pdnsutil("create-secondary-zone", zone.name, source)
+            else:
+                self._load_zones()
         _hand_over(self.workdir)
+
+    def _load_zones(self) -> None:
+        """A primary's database: the key, then each zone loaded, signed, rectified, with its update metadata."""
+        key = self.key.name.rstrip(".")
+        for known in (self.key, *self.other_keys):
+            self._pdnsutil("import-tsig-key", known.name.rstrip("."), known.algorithm, known.secret)
+        for zone in self.zones:
+            if not zone.loaded:
+                continue
+            path = self.workdir / f"{zone.name}.zone"
+            path.write_text(_zone_text(zone, self.address), encoding="utf-8")
+            self._pdnsutil("load-zone", zone.name, path.name)
+            if zone.signed:
+                self._pdnsutil("secure-zone", zone.name)
+            self._pdnsutil("rectify-zone", zone.name)
+            if zone.update_types:
+                self._pdnsutil("set-meta", zone.name, "TSIG-ALLOW-DNSUPDATE", key)
+                self._pdnsutil("set-meta", zone.name, "ALLOW-DNSUPDATE-FROM", "127.0.0.0/8")
 
     def _pdnsutil(self, *args: str) -> None:
         """Run pdnsutil on this server's database (before the server starts)."""
@@ -822,7 +901,8 @@ class PowerDnsServer(AuthoritativeServer):
             timeout=60,
         )
         if result.returncode != 0:
-            shown = " ".join(a if a != self.key.secret else "<secret>" for a in args)
+            secrets = {k.secret for k in (self.key, *self.other_keys)}
+            shown = " ".join(a if a not in secrets else "<secret>" for a in args)
             raise SandboxError(f"{self}: pdnsutil {shown}: {result.stderr.strip()[-2000:]}")
 
     def _config(self) -> str:
@@ -835,7 +915,6 @@ class PowerDnsServer(AuthoritativeServer):
             "gsqlite3-dnssec=yes",
             f"local-address={self.address}",
             f"local-port={self.port}",
-            "dnsupdate=yes",
             "allow-dnsupdate-from=",
             "security-poll-suffix=",
             f"socket-dir={self.workdir}",
@@ -843,23 +922,34 @@ class PowerDnsServer(AuthoritativeServer):
             "distributor-threads=1",
             "loglevel=6",
         ]
-        if self.lua_policy:
+        if self.primary is not None:
+            lines += ["dnsupdate=no", "secondary=yes", f"query-local-address={self.address}",
+                      "xfr-cycle-interval=1", "disable-axfr=yes"]
+        else:
+            lines += ["dnsupdate=yes", f"allow-axfr-ips={SECONDARY_ADDRESS}/32"]
+        if self.lua_policy and self.primary is None:
             lines.append(f"lua-dnsupdate-policy-script={self.workdir / 'update-policy.lua'}")
         return "\n".join(lines) + "\n"
 
     def _policy_script(self) -> str:
-        """The Lua update policy: `key` may change the types its zone grants, nothing else anywhere."""
+        """The Lua update policy: `key` may change the types (at the names) its zone grants, nothing else anywhere."""
+
+        def lua_set(items: Iterable[str]) -> str:
+            return "{ " + ", ".join(f"[{item}] = true" for item in items) + " }"
+
         grants = "".join(
-            f'  ["{zone.name}."] = {{ {", ".join(f"[pdns.{t}] = true" for t in zone.update_types)} }},\n'
+            f'  ["{zone.name}."] = {{ types = {lua_set(f"pdns.{t}" for t in zone.update_types)}, '
+            f'names = {lua_set(json.dumps(n.lower()) for n in zone.update_names) if zone.update_names else "nil"} }},\n'
             for zone in self.zones
         )
         return (
-            f"-- key {self.key.name} may change these types in these zones, and nothing else\n"
+            f"-- key {self.key.name} may change these types (at these names) in these zones, and nothing else\n"
             f"local grants = {{\n{grants}}}\n"
             "function updatepolicy(request)\n"
             f'  if request:getTsigName():toString() ~= "{self.key.name}" then return false end\n'
-            "  local types = grants[request:getZoneName():toString()]\n"
-            "  return types ~= nil and types[request:getQType()] == true\n"
+            "  local grant = grants[string.lower(request:getZoneName():toString())]\n"
+            "  if grant == nil or grant.types[request:getQType()] ~= true then return false end\n"
+            "  return grant.names == nil or grant.names[string.lower(request:getQName():toString())] == true\n"
             "end\n"
         )
 
@@ -1019,10 +1109,22 @@ def _certbot_executable() -> str:
 
 
 class Sandbox:
-    """A primary named, an optional lagging secondary and Pebble, under one base dir; context manager."""
+    """A primary (named, Knot or PowerDNS), an optional lagging secondary of the same kind and Pebble,
+    under one base dir; context manager.
 
-    def __init__(self, base: Path, *, secondary: bool = False, pebble: bool = True) -> None:
+    Whatever the server, the primary serves the same zones (ZONES / SANDBOX_ZONES: example.org,
+    example.net, locked.example, unsigned.example), DNSSEC-signed but for unsigned.example, on
+    loopback, and `key` may change TXT and TLSA records only (in locked.example one TXT name only):
+    BIND by `update-policy`, Knot by an ACL per zone, PowerDNS by a Lua update policy.
+    `intruder_key` is known to the server and granted nothing. The secondary (127.0.0.2, same
+    port) serves example.org and example.net and transfers them only when asked (`retransfer`).
+    """
+
+    def __init__(self, base: Path, *, server: str = "bind", secondary: bool = False, pebble: bool = True) -> None:
         """Generate keys and pick free ports under `base`; start nothing yet."""
+        if server not in SERVER_KINDS:
+            raise SandboxError(f"unknown DNS server {server!r}: one of {', '.join(SERVER_KINDS)}")
+        self.kind = server
         self.base = Path(base).resolve()
         self.base.mkdir(parents=True, exist_ok=True)
         addresses = [PRIMARY_ADDRESS, SECONDARY_ADDRESS] if secondary else [PRIMARY_ADDRESS]
@@ -1033,33 +1135,51 @@ class Sandbox:
         self.key = generate_tsig_key("certbot-dane.", keydir)
         self.intruder_key = generate_tsig_key("intruder.", keydir)
         self.algorithm_keys = {a: generate_tsig_key(f"alg-{a}.", keydir, a) for a in ALGORITHMS}
-        """One key per TSIG algorithm, each granted TXT and TLSA in example.org."""
-        keys = (self.key, self.intruder_key, *self.algorithm_keys.values())
-        self.primary = NamedServer(
-            "primary",
-            PRIMARY_ADDRESS,
-            self.port,
-            self.base / "primary",
-            zones=ZONES,
-            control_port=self._pick([PRIMARY_ADDRESS], taken),
-            keys=keys,
-        )
-        self.secondary: NamedServer | None = None
-        if secondary:
-            self.secondary = NamedServer(
-                "secondary",
-                SECONDARY_ADDRESS,
-                self.port,
-                self.base / "secondary",
-                zones=[zone for zone in ZONES if zone.name in SECONDARY_ZONES],
-                control_port=self._pick([SECONDARY_ADDRESS], taken),
-                keys=keys,
-                primary=self.primary,
-            )
+        """One key per TSIG algorithm, each granted TXT and TLSA in example.org (BIND only)."""
+        self._serverdir: Path | None = None
+        self.primary: AuthoritativeServer
+        self.secondary: AuthoritativeServer | None = None
+        if server == "bind":
+            keys = (self.key, self.intruder_key, *self.algorithm_keys.values())
+            self.primary = NamedServer("primary", PRIMARY_ADDRESS, self.port, self.base / "primary", zones=ZONES,
+                                       control_port=self._pick([PRIMARY_ADDRESS], taken), keys=keys)
+            if secondary:
+                self.secondary = NamedServer(
+                    "secondary", SECONDARY_ADDRESS, self.port, self.base / "secondary",
+                    zones=[zone for zone in ZONES if zone.name in SECONDARY_ZONES],
+                    control_port=self._pick([SECONDARY_ADDRESS], taken), keys=keys, primary=self.primary)
+        else:
+            self.primary, self.secondary = self._policy_servers(server, secondary)
         self.pebble: Pebble | None = None
         if pebble:
             ports = [self._pick([PRIMARY_ADDRESS], taken) for _ in range(4)]
             self.pebble = Pebble(self.base / "pebble", f"{PRIMARY_ADDRESS}:{self.port}", *ports)
+
+    def _policy_servers(self, server: str, secondary: bool) -> tuple[AuthoritativeServer, AuthoritativeServer | None]:
+        """A Knot or PowerDNS primary (and secondary) serving SANDBOX_ZONES.
+
+        Knot and SQLite resolve the real paths of their files, so their workdirs live in a directory
+        of their own under the system's temp dir (searchable by the server user), linked from `base`
+        and removed by `close()`.
+        """
+        self._serverdir = Path(tempfile.mkdtemp(prefix=f"certbot-dane-{server}-"))
+        self._serverdir.chmod(0o755)
+        workdirs = {}
+        for role in ("primary", "secondary"):
+            workdirs[role] = self._serverdir / role
+            link = self.base / role
+            if not link.exists():
+                link.symlink_to(workdirs[role], target_is_directory=True)
+        secondary_zones = [zone for zone in SANDBOX_ZONES if zone.name in SECONDARY_ZONES]
+        if server == "knot":
+            knot = KnotServer("primary", PRIMARY_ADDRESS, self.port, workdirs["primary"], key=self.key,
+                              zones=SANDBOX_ZONES, other_keys=(self.intruder_key,))
+            return knot, KnotServer("secondary", SECONDARY_ADDRESS, self.port, workdirs["secondary"], key=self.key,
+                                    zones=secondary_zones, primary=knot) if secondary else None
+        pdns = PowerDnsServer("primary", PRIMARY_ADDRESS, self.port, workdirs["primary"], key=self.key,
+                              zones=SANDBOX_ZONES, other_keys=(self.intruder_key,), lua_policy=True)
+        return pdns, PowerDnsServer("secondary", SECONDARY_ADDRESS, self.port, workdirs["secondary"], key=self.key,
+                                    zones=secondary_zones, primary=pdns) if secondary else None
 
     @staticmethod
     def _pick(addresses: Sequence[str], taken: set[int]) -> int:
@@ -1069,13 +1189,13 @@ class Sandbox:
         return port
 
     @property
-    def servers(self) -> list[NamedServer]:
-        """The named servers: the primary, then the secondary if any."""
+    def servers(self) -> list[AuthoritativeServer]:
+        """The DNS servers: the primary, then the secondary if any."""
         return [self.primary] + ([self.secondary] if self.secondary else [])
 
     @property
     def nameservers(self) -> list[str]:
-        """`address:port` of every named server, for `write_config(nameservers=...)`."""
+        """`address:port` of every DNS server, for `write_config(nameservers=...)`."""
         return [f"{server.address}:{server.port}" for server in self.servers]
 
     def start(self) -> None:
@@ -1096,6 +1216,12 @@ class Sandbox:
         for server in reversed(self.servers):
             server.stop()
 
+    def close(self) -> None:
+        """Stop every server and remove the Knot/PowerDNS working directories outside `base`."""
+        self.stop()
+        if self._serverdir is not None:
+            shutil.rmtree(self._serverdir, ignore_errors=True)
+
     def __enter__(self) -> Sandbox:
         """Start everything."""
         self.start()
@@ -1107,8 +1233,8 @@ class Sandbox:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        """Stop everything."""
-        self.stop()
+        """Stop everything and clean up."""
+        self.close()
 
     def certbot_command(self, *args: str) -> list[str]:
         """The real certbot's argv against this sandbox's Pebble, dirs under base/certbot.

@@ -1,8 +1,7 @@
-"""Fixtures that run real `named` and Pebble on loopback (see shared/TESTBED.md)."""
+"""Fixtures that run real `named`, Knot, PowerDNS and Pebble on loopback (see shared/TESTBED.md)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -16,6 +15,7 @@ from sandbox.servers import (
     KNOT_APT_PACKAGES,
     POWERDNS_APT_PACKAGES,
     PRIMARY_ADDRESS,
+    SERVER_KINDS,
     KnotServer,
     PowerDnsServer,
     Sandbox,
@@ -23,12 +23,13 @@ from sandbox.servers import (
     generate_tsig_key,
     missing_binaries,
 )
+from tests.scenario import require_programs
 
-REAL_SERVER_FIXTURES = frozenset({"sandbox", "make_sandbox"})
+REAL_SERVER_FIXTURES = frozenset({"sandbox", "make_sandbox", "server_sandbox", "knot", "powerdns", "powerdns_lua"})
 """Fixtures that start real servers: tests using them get the `realservers` marker."""
 
 MakeSandbox = Callable[..., Sandbox]
-"""`make_sandbox(*, secondary=False, pebble=True) -> Sandbox`, started."""
+"""`make_sandbox(*, server="bind", secondary=False, pebble=True) -> Sandbox`, started."""
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -43,44 +44,52 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.realservers)
 
 
-def require_real_servers() -> None:
-    """Skip (or, in CI, fail loudly) when a server binary is missing."""
-    require_programs(missing_binaries(), APT_PACKAGES)
+def require_real_servers(server: str = "bind") -> None:
+    """Skip (or, in CI, fail loudly) when a program a sandbox with this DNS server needs is missing."""
+    missing, packages = missing_binaries(), APT_PACKAGES
+    if server == "knot":
+        missing, packages = missing + KnotServer.missing(), f"{packages} {KNOT_APT_PACKAGES}"
+    elif server == "powerdns":
+        missing, packages = missing + PowerDnsServer.missing(), f"{packages} {POWERDNS_APT_PACKAGES}"
+    require_programs(missing, packages)
 
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """One primary, a lagging secondary and Pebble for the whole session; use unique names."""
+    """One named primary, a lagging secondary and Pebble for the whole session; use unique names."""
     require_real_servers()
     with Sandbox(tmp_path_factory.mktemp("sandbox"), secondary=True, pebble=True) as started:
+        yield started
+
+
+@pytest.fixture(scope="session", params=SERVER_KINDS)
+def server_sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    """The sandbox of each DNS server in turn (BIND, Knot, PowerDNS): the same zones, grants, lagging
+    secondary and Pebble on each; the BIND one is the session's `sandbox`. Use unique names."""
+    kind: str = request.param
+    if kind == "bind":
+        yield request.getfixturevalue("sandbox")
+        return
+    require_real_servers(kind)
+    with Sandbox(tmp_path_factory.mktemp(f"sandbox-{kind}"), server=kind, secondary=True, pebble=True) as started:
         yield started
 
 
 @pytest.fixture
 def make_sandbox(tmp_path: Path) -> Iterator[MakeSandbox]:
     """A factory of private, started sandboxes for tests that stop or break servers."""
-    require_real_servers()
     started: list[Sandbox] = []
 
-    def make(*, secondary: bool = False, pebble: bool = True) -> Sandbox:
-        box = Sandbox(tmp_path / f"sandbox{len(started)}", secondary=secondary, pebble=pebble)
+    def make(*, server: str = "bind", secondary: bool = False, pebble: bool = True) -> Sandbox:
+        require_real_servers(server)
+        box = Sandbox(tmp_path / f"sandbox{len(started)}", server=server, secondary=secondary, pebble=pebble)
         started.append(box)
         box.start()
         return box
 
     yield make
     for box in started:
-        box.stop()
-
-
-def require_programs(missing: list[str], packages: str) -> None:
-    """Skip (or, in CI, fail loudly) when a program or file a real server needs is missing."""
-    if not missing:
-        return
-    message = f"real-server tests: missing {', '.join(missing)}; apt-get install {packages}"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
+        box.close()
 
 
 @pytest.fixture(scope="session")

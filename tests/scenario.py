@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from certbot_dane.config import load
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.records import Record, ZoneUpdate
@@ -121,6 +123,15 @@ class Scenario:
             assert time.monotonic() < deadline, f"{server} never served {values} at {name}"
             time.sleep(0.05)
 
+
+def require_programs(missing: list[str], packages: str) -> None:
+    """Skip (or, in CI, fail loudly) when a program or file a real server needs is missing."""
+    if not missing:
+        return
+    message = f"real-server tests: missing {', '.join(missing)}; apt-get install {packages}"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
 
 
 def snapshot(path: Path) -> dict[str, str]:

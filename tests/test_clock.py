@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox.servers import Sandbox
-from tests.conftest import require_programs
-from tests.scenario import BIN, Scenario
+from tests.scenario import BIN, Scenario, require_programs
 
 TTL = 2  # the runs between the two deploys take well under 2 x TTL
 

@@ -21,7 +21,7 @@ from certbot_dane.errors import ServerUnreachable, TsigRejected, UpdateIgnored, 
 from certbot_dane.records import Answer, Record, Require, ZoneUpdate
 from certbot_dane.tsigkey import TsigKey, decode_secret
 from sandbox.servers import ALGORITHMS, Sandbox, find_binary, free_port, missing_binaries
-from tests.conftest import require_programs
+from tests.scenario import require_programs
 
 GOOD = "3 1 1 " + "ab" * 32
 NEW = "3 1 1 " + "9b" * 32
