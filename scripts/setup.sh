@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl faketime)
+PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl faketime
+          postfix unbound)  # postfix ships posttls-finger; both only for tests/test_sender.py, on their own configs
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -15,7 +16,17 @@ if ((${#missing[@]})); then
     echo "setup: installing Debian packages: ${missing[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
+    # Postfix unconfigured, and no daemon of these packages started (unbound, named would take port 53):
+    # the tests run their own on loopback. A policy-rc.d made here is removed after the install.
+    echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null && $SUDO chmod 755 "$policy"
+        trap '$SUDO rm -f "$policy"' EXIT
+    fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    [ -z "$policy" ] || { $SUDO rm -f "$policy"; trap - EXIT; }
 fi
 
 PYTHON=${PYTHON:-python3}
