@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from certbot_dane import __version__, config, hooks, state
+from certbot_dane import __version__, compat, config, hooks, state
 from certbot_dane import deploy as rollout
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import DaneError
@@ -91,8 +91,8 @@ def _hook(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with a sub-command per job."""
-    parser = argparse.ArgumentParser(prog="certbot-dane", description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = compat.ArgumentParser(prog="certbot-dane", description=DESCRIPTION, epilog=EPILOG,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"certbot-dane {__version__}")
     parser.add_argument("-c", "--config", metavar="FILE",
                         help=f"configuration file (default: ${config.ENV_VAR} or {config.DEFAULT_PATH})")

@@ -23,7 +23,7 @@ import dns.tsig
 import dns.update
 import dns.wire
 
-from certbot_dane import plan
+from certbot_dane import compat, plan
 from certbot_dane.config import DnsSettings, Endpoint
 from certbot_dane.dnssec import SignedAnswer
 from certbot_dane.errors import (
@@ -117,11 +117,11 @@ def answer_section(wire: bytes) -> list[dns.rrset.RRset]:
     parser = dns.wire.Parser(wire)
     _id, _flags, questions, answers, _authority, _additional = parser.get_struct("!HHHHHH")
     for _ in range(questions):
-        parser.get_name(decompress=True)
+        dns.name.from_wire_parser(parser)
         parser.get_struct("!HH")
     rrsets: dict[tuple[dns.name.Name, int, int, int], dns.rrset.RRset] = {}
     for _ in range(answers):
-        name = parser.get_name(decompress=True)
+        name = dns.name.from_wire_parser(parser)  # decompresses on every dnspython
         rdtype, rdclass, ttl, length = parser.get_struct("!HHIH")
         start = parser.current
         rdata: dns.rdata.Rdata
@@ -221,7 +221,7 @@ class DnsClient:
     def _parse(self, server: Endpoint, request: dns.message.Message, wire: bytes, what: str) -> dns.message.Message:
         key = self.settings.key.name
         try:
-            return dns.message.from_wire(wire, keyring=request.keyring, request_mac=request.mac)
+            return compat.signed_answer(wire, request)
         except tuple(_TSIG_ERRORS) as err:
             raise TsigRejected(f"{server} rejected {what}: {_TSIG_ERRORS[type(err)].format(key=key)}") from err
         except dns.exception.FormError as err:
