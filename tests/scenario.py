@@ -1,26 +1,81 @@
-"""A lineage under test on the real sandbox: its config, certbot runs, and what DNS and disk hold."""
+"""A lineage under test on the real sandbox: its config, certbot runs and deploy-hook deliveries, the rollover
+run in-process with an injected clock, and what DNS and disk hold. The one module of shared test helpers.
+
+Two ways to get a certificate to certbot-dane:
+- the real `certbot` (`issue`, `renew`) through Pebble: about 2.5 s each, mostly certbot's own ACME
+  polling; for tests of certbot's side (the plugin, the installer versus the deploy hook, renewal conf);
+- `deliver`: a sandbox-made certificate handed over as certbot's deploy hook hands it over (in this
+  process): milliseconds. Everything else uses it.
+
+`deploy`, `status` and `deploy_killed_at` run certbot-dane's rollover in this process against the real
+servers, with `clock` injected: `wait_out_gate` moves the clock on instead of sleeping 2 x TTL. `cli`
+runs the real `certbot-dane` command with the real clock, for tests of the command itself.
+"""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import load_pem_x509_certificate
+from cryptography.x509.oid import NameOID
 
+from certbot_dane import boot, certstore, hooks, state, status, statusformat
+from certbot_dane import deploy as rollout_module
+from certbot_dane.certstore import CertStore
 from certbot_dane.config import load
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.records import Record, ZoneUpdate
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for
+from sandbox import fleet
 from sandbox.servers import Sandbox
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+HOOK = REPO / "hooks" / "certbot-dane-deploy"
+FOREIGN = "2 1 1 " + "cd" * 32
+"""An admin's own record (the issuing CA's key), never published by certbot-dane."""
+
+
+class Clock:
+    """The clock injected into in-process runs: the wall clock and the time since boot, both moved on by `advance`."""
+
+    def __init__(self) -> None:
+        self.skew = 0.0
+
+    def now(self) -> float:
+        return time.time() + self.skew
+
+    def uptime(self) -> tuple[str, float]:
+        boot_id, since = boot.uptime()
+        return boot_id, since + self.skew
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, "the injected clock only moves forward"
+        self.skew += seconds
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What an in-process `certbot-dane deploy` printed, as the command prints it, and its exit status."""
+
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 class Scenario:
@@ -30,12 +85,16 @@ class Scenario:
                  params: tuple[str, ...] = ("3 0 1",), ttl: int = 2, reload: list[str] | None = None,
                  verify: list[str] | None = None, nameservers: list[str] | None = None,
                  dns_extra: str = "", deploy_nameservers: list[str] | None = None,
-                 lineage_more: str = "") -> None:
+                 lineage_more: str = "", clock: Clock | None = None, timeout: float = 10) -> None:
         """`deploy_nameservers`: servers `certbot-dane deploy` waits for (a second config file), when
-        certbot itself must not wait for them (a secondary that lags on purpose)."""
-        self.box, self.tmp, self.name, self.tlsa, self.way = box, tmp, name, tlsa, way
+        certbot itself must not wait for them (a secondary that lags on purpose). `clock`: share one
+        injected clock between scenarios (two hosts); by default each has its own."""
+        self.box, self.tmp, self.name, self.tlsa, self.way, self.ttl = box, tmp, name, tlsa, way, ttl
         self.params = tuple(TlsaParams.from_text(p) for p in params)
+        self.clock = clock or Clock()
         self.ran = tmp / "reloads.log"
+        self._source = box.base / "certbot" / "config" / "live" / name  # where the newest certificate is
+        self._delivered: list[Path] = []
         reload = reload if reload is not None else [f"sh -c 'echo reloaded >> {self.ran}'"]
         lineage_extra = "\n".join([
             f"params = {json.dumps(list(params))}",
@@ -45,14 +104,23 @@ class Scenario:
             lineage_more,
         ])
         common = dict(state_dir=tmp / "state", deploy_dir=tmp / "live", lineages={name: tlsa},
-                      lineage_extra=lineage_extra, dns_extra=dns_extra)
+                      lineage_extra=lineage_extra, dns_extra=dns_extra, timeout=timeout)
         self.config = box.write_config(tmp / "certbot-dane.toml", nameservers=nameservers, **common)
         self.deploy_config = self.config if deploy_nameservers is None else box.write_config(
             tmp / "deploy.toml", nameservers=deploy_nameservers, **common)
         self.env = {"CERTBOT_DANE_CONFIG": str(self.config), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
 
+    def reconfigured(self, tlsa: list[str] | None = None, params: tuple[str, ...] | None = None) -> Scenario:
+        """The same lineage, directories and clock with its config rewritten (other TLSA names or params)."""
+        again = Scenario(self.box, self.tmp, self.name, tlsa if tlsa is not None else self.tlsa, ttl=self.ttl,
+                         params=params if params is not None else tuple(str(p) for p in self.params),
+                         clock=self.clock)
+        again._source, again._delivered = self._source, self._delivered
+        return again
+
     # -- certbot -------------------------------------------------------------------------
     def certbot(self, *args: str) -> subprocess.CompletedProcess[str]:
+        self._source = self.box.base / "certbot" / "config" / "live" / self.name
         return self.box.certbot(*args, env=self.env)
 
     def issue(self, *domains: str) -> subprocess.CompletedProcess[str]:
@@ -61,19 +129,137 @@ class Scenario:
         common = ["-a", "dane", "--dane-config", str(self.config), "--cert-name", self.name, *names]
         if self.way == "installer":
             return self.certbot("run", "-i", "dane", *common)
-        return self.certbot("certonly", *common, "--deploy-hook", str(REPO / "hooks" / "certbot-dane-deploy"))
+        return self.certbot("certonly", *common, "--deploy-hook", str(HOOK))
 
     def renew(self, *extra: str) -> subprocess.CompletedProcess[str]:
         return self.certbot("renew", "--force-renewal", "--cert-name", self.name, *extra)
 
     def cli(self, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        """Run `certbot-dane -c CONFIG ARGS...` as a separate process."""
+        """Run `certbot-dane -c CONFIG ARGS...` as a separate process (with the real clock)."""
+        assert self.clock.skew == 0 or args[:1] not in (("deploy",), ("status",)), \
+            "a real-clock run after the injected clock moved on: use deploy() / status()"
         return subprocess.run([str(BIN / "certbot-dane"), "-c", str(self.deploy_config), *args], capture_output=True,
                               text=True, env={**os.environ, **self.env, **(env or {})}, timeout=120)
 
+    # -- the deploy hook, with sandbox-made certificates -----------------------------------
+    def new_certificate(self, *, lifetime: datetime.timedelta = datetime.timedelta(days=90),
+                        age: datetime.timedelta = datetime.timedelta(hours=1), reuse_key: bool = False,
+                        ca: CA | None = None) -> Path:
+        """Put a fresh certificate for this lineage in certbot's live/<lineage>/, as certbot does when it
+        renews, and return that directory (what certbot gives its deploy hook as RENEWED_LINEAGE).
+
+        Self-signed, or issued by `ca`; with `reuse_key`, for the key of the newest one handed over
+        (`certbot renew --reuse-key`). A copy stays in a directory of its own (for `records`).
+        """
+        key = serialization.load_pem_private_key((self._source / "privkey.pem").read_bytes(), None) \
+            if reuse_key else None
+        kept = self.tmp / "renewed" / str(time.monotonic_ns()) / self.name
+        write_certificate(kept, self.name, age=age, lifetime=lifetime, key=key, ca=ca)
+        self._delivered.append(kept)
+        live = self.box.base / "certbot" / "config" / "live" / self.name
+        live.mkdir(parents=True, exist_ok=True)
+        for file in kept.iterdir():
+            (live / file.name).unlink(missing_ok=True)  # certbot's symlinks into archive/, if it issued before
+            shutil.copy2(file, live / file.name)
+        self._source = live
+        return live
+
+    def hand_over(self, directory: Path, via: str = "stage") -> None:
+        """Hand a certificate directory to certbot-dane as certbot hands a renewal to its deploy hook.
+
+        `via="stage"`: what the hook does once it knows this is no dry run (stage and pre-publish under
+        the lock), with the injected clock; `via="hook"`: certbot_dane.hooks.deploy itself, in this process,
+        with the real clock (only before the injected clock moved on). Raises what the hook would report.
+        """
+        if via == "hook":
+            assert self.clock.skew == 0, "the hook runs with the real clock"
+            hooks.deploy({"RENEWED_LINEAGE": str(directory), "CERTBOT_DANE_CONFIG": str(self.config)})
+            return
+        certs = certstore.read_dir(directory)
+        assert certs is not None
+        run = self.rollout(self.config)
+        with state.locked(run.config.state_dir):
+            rollout_module.stage(run, run.config.lineages[self.name], certs)
+
+    def deliver(self, *, via: str = "stage", **certificate: Any) -> bytes:
+        """`new_certificate(**certificate)`, handed over (`hand_over(via)`); returns it (cert.pem)."""
+        directory = self.new_certificate(**certificate)
+        self.hand_over(directory, via)
+        return (directory / "cert.pem").read_bytes()
+
+    def run_hook(self, directory: Path) -> subprocess.CompletedProcess[str]:
+        """The real hooks/certbot-dane-deploy executable for a certificate directory, as certbot runs it."""
+        return subprocess.run([str(HOOK)], env={**os.environ, **self.env, "RENEWED_LINEAGE": str(directory)},
+                              capture_output=True, text=True, timeout=60)
+
+    def bootstrapped(self) -> set[str]:
+        """Deliver the first certificate (no RRset yet: deployed at once); its records, once the primary serves them."""
+        first = self.deliver()
+        assert self.deployed() == first, "no TLSA RRset existed: the first certificate goes live at once"
+        live = self.records(first)
+        for name in self.tlsa:
+            self.wait_until_served(name, live)
+        return live
+
+    def renewed(self, foreign: str | None = FOREIGN) -> tuple[set[str], set[str]]:
+        """Bootstrap, add a foreign record at the first name, deliver a renewal: (old records, new records),
+        once the primary serves both."""
+        old = self.bootstrapped()
+        if foreign is not None:
+            self.add_by_hand(self.tlsa[0], foreign, ttl=self.ttl)
+        new = self.records(self.deliver())
+        for name in self.tlsa:
+            self.wait_until_served(name, old | new)
+        return old, new
+
+    # -- the rollover, in this process, with the injected clock -----------------------------
+    def rollout(self, config: Path | None = None, *, dry_run: bool = False) -> rollout_module.Rollout:
+        """certbot-dane's applier for this lineage's deploy config, on the real servers, with `clock`."""
+        settings = load(config or self.deploy_config)
+        return rollout_module.Rollout(settings, DnsClient(settings.dns),
+                                      CertStore(settings.state_dir, settings.deploy_dir),
+                                      now=self.clock.now, uptime=self.clock.uptime, dry_run=dry_run)
+
+    def deploy(self, *, force: bool = False, dry_run: bool = False, config: Path | None = None) -> Ran:
+        """One `certbot-dane deploy` run (the timer's), printed as the command prints it."""
+        run = self.rollout(config, dry_run=dry_run)
+        failures = rollout_module.deploy_all(run, None, force=force)
+        errors = "".join(f"certbot-dane: error: {name}: {error}\n" for name, error in failures.items())
+        return Ran(1 if failures else 0, "".join(f"{line}\n" for line in run.log), errors)
+
+    def killed_at(self, fault: str, action: Callable[[], object] | None = None) -> int:
+        """Run `action` (default: a deploy run) with the fault point `fault` armed, in a forked child that it
+        kills there as kill -9 would (exit status 137); the child's exit status."""
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            code = 2
+            try:
+                os.environ[rollout_module.FAULT_ENV] = fault
+                if action is None:
+                    code = self.deploy().returncode
+                else:
+                    action()
+                    code = 0
+            finally:
+                os._exit(code)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    def wait_out_gate(self) -> None:
+        """Move the injected clock on until the staged certificate's gate opens (2 x TTL after all servers served)."""
+        staged = self.state()["staged"]
+        assert staged is not None and staged["served_at"] is not None, "the gate clock has not started"
+        self.clock.advance(max(0.0, staged["served_uptime"] + 2 * self.ttl + 0.05 - self.clock.uptime()[1]))
+
+    def status(self) -> tuple[int, dict[str, Any]]:
+        """`certbot-dane status --json` in this process at the injected clock's time: (Nagios exit code, document)."""
+        settings = load(self.deploy_config)
+        report = status.report(settings, status.select(settings, None), now=self.clock.now())
+        return int(report.status), statusformat.to_json(report)
+
     # -- files ---------------------------------------------------------------------------
     def certbot_cert(self) -> bytes:
-        return (self.box.base / "certbot" / "config" / "live" / self.name / "cert.pem").read_bytes()
+        """The newest certificate certbot (or a delivery) handed over."""
+        return (self._source / "cert.pem").read_bytes()
 
     def deployed(self, file: str = "cert.pem") -> bytes | None:
         path = self.tmp / "live" / self.name / file
@@ -87,17 +273,18 @@ class Scenario:
     def state(self) -> dict[str, Any]:
         return json.loads((self.tmp / "state" / "lineages" / f"{self.name}.json").read_text())
 
+    def instance(self) -> str:
+        return (self.tmp / "state" / "instance").read_text().strip()
+
     # -- DNS -----------------------------------------------------------------------------
     def records(self, cert_pem: bytes | None = None) -> set[str]:
-        """TLSA values of a certificate (default: certbot's current one) for this lineage's params."""
-        pem = cert_pem or (self.box.base / "certbot" / "config" / "live" / self.name / "fullchain.pem").read_bytes()
-        if cert_pem is not None:
-            pem = self._fullchain_for(cert_pem)
+        """TLSA values of a certificate (default: the newest handed over) for this lineage's params."""
+        pem = self._fullchain_for(cert_pem or self.certbot_cert())
         return {r.to_text() for r in records_for(self.params, load_chain(pem))}
 
     def _fullchain_for(self, cert_pem: bytes) -> bytes:
         for directory in (self.tmp / "live" / self.name, *(self.tmp / "state" / "staging" / self.name).glob("*"),
-                          self.box.base / "certbot" / "config" / "live" / self.name):
+                          self.box.base / "certbot" / "config" / "live" / self.name, *self._delivered):
             if (directory / "cert.pem").exists() and (directory / "cert.pem").read_bytes() == cert_pem:
                 return (directory / "fullchain.pem").read_bytes()
         raise AssertionError("certificate not found in any known directory")
@@ -110,11 +297,9 @@ class Scenario:
 
     def add_by_hand(self, name: str, value: str, ttl: int = 2) -> None:
         """An admin's own record, added with the same key (certbot-dane did not publish it)."""
-        settings = load(self.config)
-        client = DnsClient(settings.dns)
+        client = DnsClient(load(self.config).dns)
         client.update(ZoneUpdate(client.find_zone(name), add=(Record(name, "TLSA", value, ttl),)))
-        self.box.primary.wait_for(name, "TLSA", lambda v: any(value.split()[3] in x.lower().replace(" ", "")
-                                                             for x in v))
+        self.wait_until_served(name, {value})
 
     def wait_until_served(self, name: str, values: set[str], server: str = "primary") -> None:
         """Poll (with a deadline) until the server's RRset includes `values` (inline signing lags a little)."""
@@ -122,6 +307,106 @@ class Scenario:
         while not values <= self.tlsa_on(name, server):
             assert time.monotonic() < deadline, f"{server} never served {values} at {name}"
             time.sleep(0.05)
+
+    def wait_until_exactly(self, name: str, values: set[str], server: str = "primary") -> None:
+        """Poll (with a deadline) until the server's RRset is exactly `values` (a removal lands a moment later)."""
+        deadline = time.monotonic() + 10
+        while (seen := self.tlsa_on(name, server)) != values:
+            assert time.monotonic() < deadline, f"{server} serves {seen} at {name}, never exactly {values}"
+            time.sleep(0.05)
+
+
+# -- status documents ------------------------------------------------------------------------
+
+def fqdn(name: str) -> str:
+    return name.lower().rstrip(".") + "."
+
+
+def lineage_of(doc: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The one lineage (named, or the only one) of a status document."""
+    found = [lin for lin in doc["lineages"] if name is None or lin["lineage"] == name]
+    assert len(found) == 1, doc
+    return found[0]
+
+
+def findings(lineage: dict[str, Any]) -> dict[str, str]:
+    """code -> severity of the findings of a status document's lineage that change its status (not advice)."""
+    return {f["code"]: f["severity"] for f in lineage["findings"] if f["severity"] != "OK"}
+
+
+def served(lineage: dict[str, Any], name: str) -> dict[str, dict[str, str]]:
+    """server -> {record value: match} at one TLSA name of a status document's lineage."""
+    entry = next(n for n in lineage["names"] if n["name"] == fqdn(name))
+    return {s["server"]: {r["value"]: r["match"] for r in s["records"]} for s in entry["servers"]}
+
+
+def status_json(s: Scenario, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
+    """The real `certbot-dane status --json` (real clock): (exit code, document)."""
+    done = s.cli("status", "--json", *args, env=env)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+# -- certificates and files --------------------------------------------------------------------
+
+class CA:
+    """A certificate authority of the sandbox's own: the leaves it issues share their issuer (2 x x records)."""
+
+    def __init__(self, name: str = "certbot-dane test CA") -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        now = datetime.datetime.now(datetime.UTC)
+        self.cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+                     .not_valid_before(now - datetime.timedelta(days=1))
+                     .not_valid_after(now + datetime.timedelta(days=3650))
+                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                     .sign(self.key, hashes.SHA256()))
+
+
+def write_certificate(directory: Path, host: str, *, age: datetime.timedelta = datetime.timedelta(hours=1),
+                      lifetime: datetime.timedelta = datetime.timedelta(days=90),
+                      key: Any = None, ca: CA | None = None) -> None:
+    """cert.pem, chain.pem, fullchain.pem, privkey.pem for `host`, as certbot writes them: self-signed
+    (sandbox.fleet.write_certificate) unless `ca` issues it; a new key unless `key` is given."""
+    if ca is None and key is None:
+        fleet.write_certificate(directory, host, age=age, lifetime=lifetime)
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    start = datetime.datetime.now(datetime.UTC) - age
+    cert = (x509.CertificateBuilder().subject_name(subject)
+            .issuer_name(ca.cert.subject if ca else subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(start + lifetime)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+            .sign(ca.key if ca else key, hashes.SHA256()))
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    chain = ca.cert.public_bytes(serialization.Encoding.PEM) if ca else b""
+    (directory / "cert.pem").write_bytes(pem)
+    (directory / "chain.pem").write_bytes(chain)
+    (directory / "fullchain.pem").write_bytes(pem + chain)
+    (directory / "privkey.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                              serialization.PrivateFormat.PKCS8,
+                                                              serialization.NoEncryption()))
+    (directory / "privkey.pem").chmod(0o600)
+
+
+def records_of(directory: Path, params: tuple[str, ...]) -> set[str]:
+    """TLSA values of the certificate in `directory` (its fullchain.pem) for these params."""
+    chain = load_chain((directory / "fullchain.pem").read_bytes())
+    return {r.to_text() for r in records_for(tuple(TlsaParams.from_text(p) for p in params), chain)}
+
+
+def key_matches_cert(directory: Path) -> bool:
+    """The deployed key belongs to the deployed certificate, and combined.pem is key + full chain."""
+    cert = load_pem_x509_certificate((directory / "cert.pem").read_bytes())
+    key = serialization.load_pem_private_key((directory / "privkey.pem").read_bytes(), None)
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    pub = serialization.Encoding.DER
+    combined = (directory / "combined.pem").read_bytes()
+    return (cert.public_key().public_bytes(pub, spki) == key.public_key().public_bytes(pub, spki)
+            and combined == (directory / "privkey.pem").read_bytes() + (directory / "fullchain.pem").read_bytes())
 
 
 def require_programs(missing: list[str], packages: str) -> None:
