@@ -143,16 +143,20 @@ class Scenario:
 
     # -- the deploy hook, with sandbox-made certificates -----------------------------------
     def new_certificate(self, *, lifetime: datetime.timedelta = datetime.timedelta(days=90),
-                        age: datetime.timedelta = datetime.timedelta(hours=1), reuse_key: bool = False,
+                        age: datetime.timedelta | None = None, reuse_key: bool = False,
                         ca: CA | None = None) -> Path:
         """Put a fresh certificate for this lineage in certbot's live/<lineage>/, as certbot does when it
         renews, and return that directory (what certbot gives its deploy hook as RENEWED_LINEAGE).
 
         Self-signed, or issued by `ca`; with `reuse_key`, for the key of the newest one handed over
-        (`certbot renew --reuse-key`). A copy stays in a directory of its own (for `records`).
+        (`certbot renew --reuse-key`). Valid since `age` ago; by default an hour ago less 10 s per
+        certificate made before, so that each is newer than the last (as `deploy` tells them apart).
+        A copy stays in a directory of its own (for `records`).
         """
         key = serialization.load_pem_private_key((self._source / "privkey.pem").read_bytes(), None) \
             if reuse_key else None
+        if age is None:
+            age = datetime.timedelta(hours=1, seconds=-10 * len(self._delivered))
         kept = self.tmp / "renewed" / str(time.monotonic_ns()) / self.name
         write_certificate(kept, self.name, age=age, lifetime=lifetime, key=key, ca=ca)
         self._delivered.append(kept)
