@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 
 from sandbox.fleet import write_certificate
-from tests.scenario import Scenario, snapshot
-from tests.test_deploy import TTL, renewed, wait_for_gate
+from tests.scenario import FOREIGN, Scenario, snapshot
 
-HOOK = Path(__file__).resolve().parent.parent / "hooks" / "certbot-dane-deploy"
+TTL = 1
 
 
 @contextlib.contextmanager
@@ -34,16 +33,12 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False)
 
 
-def run_hook(s: Scenario, lineage_dir: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(HOOK)], env={**os.environ, **s.env, "RENEWED_LINEAGE": str(lineage_dir)},
-                          capture_output=True, text=True)
-
-
 def test_disk_full_while_staging_loses_nothing_and_the_next_run_stages(sandbox, tmp_path):
     name = "full.example.org"
     with tmpfs(tmp_path / "state", "256k"):
         s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL, way="hook")
-        assert s.issue().returncode == 0
+        s.bootstrapped()
+        renewal = s.new_certificate()  # certbot renewed it, then runs the deploy hook:
         before = snapshot(tmp_path / "state")
         filler = tmp_path / "state" / "filler"
         with filler.open("wb", buffering=0) as handle:  # fill the file system up to the last byte
@@ -51,7 +46,8 @@ def test_disk_full_while_staging_loses_nothing_and_the_next_run_stages(sandbox, 
                 with contextlib.suppress(OSError):
                     while True:
                         handle.write(b"\0" * chunk)
-        done = s.renew()
+        done = s.run_hook(renewal)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1
         assert "certbot-dane deploy hook: error:" in done.stderr
         assert "No space left on device" in done.stderr
         filler.unlink()
@@ -67,63 +63,64 @@ def test_read_only_state_dir_is_one_clear_error_and_nothing_changes(sandbox, tmp
     name = "readonly.example.org"
     with tmpfs(tmp_path / "state", "1m"):
         s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL, way="hook")
-        assert s.issue().returncode == 0
+        s.bootstrapped()
         deployed = s.deployed()
         subprocess.run(["mount", "-o", "remount,ro", str(tmp_path / "state")], check=True)
-        done = s.renew()
+        done = s.run_hook(s.new_certificate())
+        assert done.returncode == 1
         assert "Read-only file system" in done.stderr and str(tmp_path / "state") in done.stderr
         done = s.cli("deploy")
         assert done.returncode == 1
         assert done.stderr.count("\n") == 1 and "Read-only file system" in done.stderr
         assert s.deployed() == deployed
         subprocess.run(["mount", "-o", "remount,rw", str(tmp_path / "state")], check=True)
-        assert s.cli("deploy").returncode == 0
+        assert s.deploy().returncode == 0
         assert s.staged() == s.certbot_cert()
 
 
 def test_primary_down_during_the_deploy_run_is_named_and_changes_nothing(make_sandbox, tmp_path):
-    box = make_sandbox()
+    box = make_sandbox(pebble=False)
     name = "gatedown.example.org"
     s = Scenario(box, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL)
-    renewed(s)
-    s.cli("deploy")
-    wait_for_gate(s)
+    s.renewed()
+    s.deploy()
+    s.wait_out_gate()
     before = snapshot(tmp_path / "live") | snapshot(tmp_path / "state" / "staging")
     box.primary.stop()
-    done = s.cli("deploy")
+    done = s.deploy()
     assert done.returncode == 1
     assert f"127.0.0.1:{box.port}" in done.stderr and done.stderr.count("\n") == 1
     assert snapshot(tmp_path / "live") | snapshot(tmp_path / "state" / "staging") == before
     box.primary.start()
-    assert s.cli("deploy").returncode == 0
+    assert s.deploy().returncode == 0
     assert s.deployed() == s.certbot_cert()
 
 
 def test_a_secondary_down_during_the_gate_holds_it_and_is_named(make_sandbox, tmp_path):
-    box = make_sandbox(secondary=True)
+    box = make_sandbox(secondary=True, pebble=False)
     name = "secdown.example.org"
     s = Scenario(box, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL, deploy_nameservers=box.nameservers)
-    renewed(s)
+    s.renewed()
     box.secondary.stop()
-    done = s.cli("deploy")
+    done = s.deploy()
     assert done.returncode == 0
     assert f"lagging: 127.0.0.2:{box.port} for _25._tcp.{name}.: no answer" in done.stdout
     assert s.state()["staged"]["served_at"] is None
 
 
 def test_primary_down_during_retire_keeps_the_records_and_the_next_run_retires(make_sandbox, tmp_path):
-    box = make_sandbox()
+    box = make_sandbox(pebble=False)
     name = "retiredown.example.org"
     s = Scenario(box, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL,
                  reload=[f"sh -c 'echo reloaded >> {tmp_path / 'reloads.log'}'"])
-    old, new = renewed(s)
-    s.cli("deploy")
-    wait_for_gate(s)
+    old, new = s.renewed()
+    s.deploy()
+    s.wait_out_gate()
     config = s.deploy_config.read_text().replace(
         "reload = [", f"reload = [\"sh -c 'test -e {tmp_path / 'stop'} && kill {box.primary.pid}; true'\", ")
     s.deploy_config.write_text(config)
     (tmp_path / "stop").touch()
-    done = s.cli("deploy")  # swap, reload (which stops the primary), verify, then retire fails
+    done = s.deploy()  # swap, reload (which stops the primary), verify, then retire fails
     assert done.returncode == 1
     assert f"127.0.0.1:{box.port}" in done.stderr
     assert s.deployed() == s.certbot_cert()
@@ -131,11 +128,10 @@ def test_primary_down_during_retire_keeps_the_records_and_the_next_run_retires(m
     (tmp_path / "stop").unlink()
     box.primary.stop()
     box.primary.start()
-    assert s.tlsa_on(s.tlsa[0]) == old | new | {"2 1 1 " + "cd" * 32}
-    done = s.cli("deploy")
+    assert s.tlsa_on(s.tlsa[0]) == old | new | {FOREIGN}
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
-    box.primary.wait_for(s.tlsa[0], "TLSA", lambda v: len(v) == 2)
-    assert s.tlsa_on(s.tlsa[0]) == new | {"2 1 1 " + "cd" * 32}
+    s.wait_until_exactly(s.tlsa[0], new | {FOREIGN})
 
 
 @pytest.mark.parametrize("fault, expected", [
@@ -145,7 +141,7 @@ def test_primary_down_during_retire_keeps_the_records_and_the_next_run_retires(m
 def test_wrong_tsig_key_is_one_line_without_the_secret(sandbox, tmp_path, fault, expected):
     name = f"{fault}.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL)
-    renewed(s)
+    s.renewed()
     wrong = tmp_path / "wrong.key"
     secret = "d3Jvbmctc2VjcmV0LXdyb25nLXNlY3JldC13cm9uZyE="
     key_name = "certbot-dane." if fault == "badsig" else "wrong-name."
@@ -154,8 +150,8 @@ def test_wrong_tsig_key_is_one_line_without_the_secret(sandbox, tmp_path, fault,
     s.deploy_config.write_text(s.deploy_config.read_text().replace(str(sandbox.key.path), str(wrong)))
     before = snapshot(tmp_path / "live")
     # the lineage's publish is complete, so the first UPDATE is the retire after the forced deploy
-    done = s.cli("deploy", "--force-before-gate")
-    assert done.returncode == 1
+    done = s.deploy(force=True)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1
     assert expected in done.stderr and secret not in done.stderr + done.stdout
     assert sandbox.key.secret not in done.stderr + done.stdout
     assert snapshot(tmp_path / "live") != before  # the swap itself needs no DNS; the retire failed
@@ -171,7 +167,7 @@ def test_wrong_tsig_key_is_one_line_without_the_secret(sandbox, tmp_path, fault,
 def test_a_bad_certificate_is_refused_and_nothing_changes(sandbox, tmp_path, problem, make, message):
     name = f"bad-{make}.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=TTL, way="hook")
-    assert s.issue().returncode == 0
+    s.bootstrapped()
     serial = sandbox.primary.soa_serial("example.org")
     before = snapshot(tmp_path / "state") | snapshot(tmp_path / "live")
     bad = tmp_path / "bad" / name
@@ -183,7 +179,7 @@ def test_a_bad_certificate_is_refused_and_nothing_changes(sandbox, tmp_path, pro
         write_certificate(bad, name)
         write_certificate(tmp_path / "other", name)
         (bad / "privkey.pem").write_bytes((tmp_path / "other" / "privkey.pem").read_bytes())
-    done = run_hook(s, bad)
+    done = s.run_hook(bad)
     assert done.returncode == 1
     assert f"{name}: refusing the new certificate: {message}" in done.stderr
     assert snapshot(tmp_path / "state") | snapshot(tmp_path / "live") == before
@@ -194,9 +190,10 @@ def test_a_certificate_not_covering_the_tlsa_host_is_staged_with_a_warning(sandb
     name = "cover.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}", "_25._tcp.other-host.example.org"], ttl=TTL,
                  way="hook")
-    done = s.issue()
-    assert done.returncode == 0
+    done = s.run_hook(s.new_certificate())
+    assert done.returncode == 0, done.stderr
     assert "does not cover other-host.example.org" in done.stderr
+    assert s.deployed() == s.certbot_cert(), "staged (and, no RRset existing, deployed) all the same"
 
 
 def test_a_tlsa_name_outside_every_zone_is_named(sandbox, tmp_path):
