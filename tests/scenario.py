@@ -256,9 +256,16 @@ class Scenario:
 
     def status(self) -> tuple[int, dict[str, Any]]:
         """`certbot-dane status --json` in this process at the injected clock's time: (Nagios exit code, document)."""
-        settings = load(self.deploy_config)
-        report = status.report(settings, status.select(settings, None), now=self.clock.now())
+        report = self._report()
         return int(report.status), statusformat.to_json(report)
+
+    def status_text(self) -> str:
+        """`certbot-dane status` (text, no colour) in this process at the injected clock's time."""
+        return statusformat.to_text(self._report(), False)
+
+    def _report(self) -> Any:
+        settings = load(self.deploy_config)
+        return status.report(settings, status.select(settings, None), now=self.clock.now())
 
     # -- files ---------------------------------------------------------------------------
     def certbot_cert(self) -> bytes:

@@ -6,16 +6,11 @@ an edited state file, and a params change.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import socket
 import struct
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
 import dns.flags
 import dns.message
@@ -26,55 +21,19 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.update
 import dns.wire
+import pytest
 
 from certbot_dane import state
-from certbot_dane.tlsa import TlsaParams, load_chain, records_for
+from certbot_dane.errors import DaneError
 from sandbox.fleet import write_certificate
 from sandbox.servers import NOBODY, Sandbox, TsigKey, generate_tsig_key
-from tests.scenario import REPO, Scenario
+from tests.scenario import CA, Clock, Scenario, fqdn, lineage_of, records_of, served
 
 TTL = 2
-HOOK = REPO / "hooks" / "certbot-dane-deploy"
 MALFORMED = "3 1 1 aabbccdd"  # a SHA-256 digest of 4 bytes: BIND serves it, dnspython refuses to parse it
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-def fqdn(name: str) -> str:
-    return name.lower().rstrip(".") + "."
-
-
-def wait_out_gate(s: Scenario, ttl: int = TTL) -> None:
-    """Wait on the real clock until the staged certificate's gate opens (2 x TTL after every server served it)."""
-    staged = s.state()["staged"]
-    assert staged is not None and staged["served_at"] is not None, "the gate clock has not started"
-    time.sleep(max(0.0, staged["served_at"] + 2 * ttl + 0.05 - time.time()))
-
-
-def reconfigured(s: Scenario, tlsa: list[str] | None = None, params: tuple[str, ...] | None = None) -> Scenario:
-    """The same lineage and directories with its config file rewritten (other TLSA names or params)."""
-    return Scenario(s.box, s.tmp, s.name, tlsa if tlsa is not None else s.tlsa, ttl=TTL,
-                    params=params if params is not None else tuple(str(p) for p in s.params))
-
-
-def records_of(directory: Path, params: tuple[str, ...]) -> set[str]:
-    """TLSA values of the certificate in `directory` (its fullchain.pem) for these params."""
-    chain = load_chain((directory / "fullchain.pem").read_bytes())
-    return {r.to_text() for r in records_for(tuple(TlsaParams.from_text(p) for p in params), chain)}
-
-
-def deliver(s: Scenario) -> Path:
-    """Hand a fresh (self-signed) certificate to the real deploy hook, as certbot does after a renewal.
-
-    Quicker than a certbot run through Pebble where the issuer does not matter; returns its live/ directory.
-    """
-    directory = s.tmp / "renewed" / str(time.monotonic_ns()) / s.name
-    write_certificate(directory, s.name)
-    done = subprocess.run([sys.executable, str(HOOK)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **s.env, "RENEWED_LINEAGE": str(directory)})
-    assert done.returncode == 0, done.stderr
-    return directory
-
 
 def tlsa_on_wire(box: Sandbox, name: str) -> set[str]:
     """The TLSA records the primary serves at `name`, read off the wire here: dnspython refuses a whole
@@ -126,23 +85,7 @@ def claims(box: Sandbox, owner: str, value: str) -> set[str]:
     return {v.strip('"') for v in box.primary.query(claim_name(owner, value), "TXT")}
 
 
-def instance(s: Scenario) -> str:
-    return (s.tmp / "state" / "instance").read_text().strip()
-
-
-def status_json(s: Scenario) -> tuple[int, dict[str, Any]]:
-    done = s.cli("status", "--json")
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)
-
-
-def served_matches(lineage: dict[str, Any], name: str) -> dict[str, dict[str, str]]:
-    """server -> {value: match} at one name of a status document's lineage."""
-    entry = next(n for n in lineage["names"] if n["name"] == fqdn(name))
-    return {srv["server"]: {r["value"]: r["match"] for r in srv["records"]} for srv in entry["servers"]}
-
-
-def as_nobody(path: Path) -> None:
+def as_nobody(path) -> None:
     """Files named reads must belong to the unprivileged user it runs as (when the tests run as root)."""
     if os.geteuid() == 0:
         os.chown(path, NOBODY, NOBODY)
@@ -211,7 +154,7 @@ def no_tlsa_at(box: Sandbox, owner: str) -> bool:
 
 
 def test_cname_tlsa_name_is_published_gated_retired_and_reported_at_its_target(make_sandbox, tmp_path):
-    box = make_sandbox()
+    box = make_sandbox(pebble=False)
     host = "cn.example.org"
     alias, target = f"_25._tcp.{host}.", f"_dane.{host}."
     write_certificate(tmp_path / "old", host)
@@ -221,52 +164,49 @@ def test_cname_tlsa_name_is_published_gated_retired_and_reported_at_its_target(m
     s = Scenario(box, tmp_path, host, [alias], ttl=TTL)
     server = f"127.0.0.1:{box.port}"
 
-    done = s.issue()
-    assert done.returncode == 0, done.stderr
-    first = s.certbot_cert()
+    first = s.deliver(via="hook")
     assert s.deployed() is None and s.staged() == first, "the target holds records: no bootstrap"
     new = s.records(first)
     assert s.tlsa_on(target) == old | new, "published at the target, next to the admin's record"
     assert box.primary.query(alias, "CNAME") == [target] and no_tlsa_at(box, alias)
     assert {p["name"] for p in s.state()["published"]} == {target}
     (value,) = new
-    assert claims(box, target, value) == {f"{instance(s)} {host}"}
+    assert claims(box, target, value) == {f"{s.instance()} {host}"}
 
     done = s.cli("deploy")  # starts the clock: every server serves the new record at the target
     assert done.returncode == 0, done.stderr
     assert f"{host}: not deploying yet: waiting 2 x TTL ({2 * TTL}s)" in done.stdout
     assert s.deployed() is None
     assert s.state()["staged"]["names"] == [target], "the gate's clock belongs to the target"
-    code, doc = status_json(s)
-    lineage = doc["lineages"][0]
+    code, doc = s.status()
+    lineage = lineage_of(doc)
     assert (code, lineage["phase"]) == (0, "waiting-for-ttl"), doc
-    assert served_matches(lineage, target) == {server: {**dict.fromkeys(old, "foreign"),
-                                                        **dict.fromkeys(new, "staged")}}
-    wait_out_gate(s)
-    done = s.cli("deploy")
+    assert served(lineage, target) == {server: {**dict.fromkeys(old, "foreign"), **dict.fromkeys(new, "staged")}}
+    s.wait_out_gate()
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert s.deployed() == first and s.staged() is None
     assert s.tlsa_on(target) == old | new, "the admin's record is foreign: kept (I3)"
 
-    # the next rollover, through the deploy hook: staged and aged at the target, our old record retired there
-    renewed = records_of(deliver(s), ("3 0 1",))
+    # the next rollover: staged and aged at the target, our old record retired there
+    renewed = s.records(s.deliver())
     assert s.tlsa_on(target) == old | new | renewed and s.deployed() == first
-    assert s.cli("deploy").returncode == 0
-    wait_out_gate(s)
-    done = s.cli("deploy")
+    assert s.deploy().returncode == 0
+    s.wait_out_gate()
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert f"{host}: retire {target} TLSA {value[:14]}.." in done.stdout
-    assert s.deployed() != first and s.tlsa_on(target) == old | renewed
+    assert s.deployed() != first
+    s.wait_until_exactly(target, old | renewed)
     assert claims(box, target, value) == set(), "the retired record's claim went with it"
     assert box.primary.query(alias, "CNAME") == [target] and no_tlsa_at(box, alias)
 
-    code, doc = status_json(s)
-    lineage = doc["lineages"][0]
+    code, doc = s.status()
+    lineage = lineage_of(doc)
     assert [n["name"] for n in lineage["names"]] == [target], "status reports the RRset senders use"
-    assert served_matches(lineage, target) == {server: {**dict.fromkeys(old, "foreign"),
-                                                        **dict.fromkeys(renewed, "deployed")}}
+    assert served(lineage, target) == {server: {**dict.fromkeys(old, "foreign"), **dict.fromkeys(renewed, "deployed")}}
     assert code == 0 and lineage["phase"] == "steady", doc
-    text = s.cli("status").stdout
+    text = s.status_text()
     assert target in text and "do not use DANE" not in text
 
 
@@ -276,21 +216,17 @@ def test_a_tlsa_name_added_while_a_renewal_waits_gets_its_own_two_ttls(sandbox, 
     host = "w-added.example.org"
     first_name, added = f"_25._tcp.{host}", f"_587._tcp.{host}"
     s = Scenario(sandbox, tmp_path, host, [first_name], ttl=TTL)
-    assert s.issue().returncode == 0
+    old = s.bootstrapped()
     first = s.deployed()
-    assert first is not None, "bootstrap"
-    old = s.records(first)
     for value in old:  # the admin already publishes the deployed certificate's record at the new name
         s.add_by_hand(added, value, ttl=TTL)
-    done = s.renew()
-    assert done.returncode == 0, done.stderr
-    second = s.certbot_cert()
+    second = s.deliver()
     new = s.records(second)
-    assert s.cli("deploy").returncode == 0  # the clock starts for _25
-    wait_out_gate(s)  # _25 alone would be safe now
+    assert s.deploy().returncode == 0  # the clock starts for _25
+    s.wait_out_gate()  # _25 alone would be safe now
 
-    s = reconfigured(s, [first_name, added])
-    done = s.cli("deploy")
+    s = s.reconfigured([first_name, added])
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert s.deployed() == first, "the added name's RRset may be cached without the new record"
     assert f"{host}: publish {fqdn(added)} TLSA" in done.stdout
@@ -298,11 +234,11 @@ def test_a_tlsa_name_added_while_a_renewal_waits_gets_its_own_two_ttls(sandbox, 
     assert s.tlsa_on(added) == old | new
     assert s.state()["staged"]["names"] == sorted([fqdn(first_name), fqdn(added)])
 
-    wait_out_gate(s)
-    done = s.cli("deploy")
+    s.wait_out_gate()
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert s.deployed() == second
-    assert s.tlsa_on(first_name) == new, "our old record retired"
+    s.wait_until_exactly(first_name, new)  # our old record retired
     assert s.tlsa_on(added) == old | new, "the admin's record at the added name is foreign: kept"
 
 
@@ -312,52 +248,51 @@ def test_two_hosts_sharing_a_record_keep_it_until_neither_needs_it(sandbox, tmp_
     shared = "_25._tcp.w-shared.example.org"
     for directory in ("h1", "h2"):
         (tmp_path / directory).mkdir()
-    h1 = Scenario(sandbox, tmp_path / "h1", "w-h1.example.org", [shared], ttl=TTL, params=("2 0 1",))
-    h2 = Scenario(sandbox, tmp_path / "h2", "w-h2.example.org", [shared], ttl=TTL, params=("2 0 1",))
+    ca, clock = CA(), Clock()  # one issuing CA: identical 2 0 1 records; one time for both hosts
+    h1 = Scenario(sandbox, tmp_path / "h1", "w-h1.example.org", [shared], ttl=TTL, params=("2 0 1",), clock=clock)
+    h2 = Scenario(sandbox, tmp_path / "h2", "w-h2.example.org", [shared], ttl=TTL, params=("2 0 1",), clock=clock)
 
-    assert h1.issue().returncode == 0
+    h1.deliver(ca=ca)
     assert h1.deployed() is not None, "bootstrap: no RRset yet"
-    ca = h1.records(h1.deployed())
-    done = h2.issue()
-    assert done.returncode == 0, done.stderr
-    assert h2.records(h2.certbot_cert()) == ca, "one CA: identical 2 0 1 records"
+    shared_records = h1.records(h1.deployed())
+    h2_first = h2.deliver(ca=ca)
+    assert h2.records(h2_first) == shared_records, "one CA: identical 2 0 1 records"
     assert h2.deployed() is None, "the RRset exists: host 2 waits"
-    assert h2.cli("deploy").returncode == 0
-    wait_out_gate(h2)
-    assert h2.cli("deploy").returncode == 0
-    assert h2.deployed() == h2.certbot_cert()
-    (value,) = ca
-    id1, id2 = instance(h1), instance(h2)
+    assert h2.deploy().returncode == 0
+    h2.wait_out_gate()
+    assert h2.deploy().returncode == 0
+    assert h2.deployed() == h2_first
+    (value,) = shared_records
+    id1, id2 = h1.instance(), h2.instance()
     assert id1 != id2
     assert claims(sandbox, shared, value) == {f"{id1} w-h1.example.org", f"{id2} w-h2.example.org"}
     assert sandbox.primary.query(shared, "TLSA") == [value]
 
     # host 1's "CA rotation": it now pins its own certificate (3 0 1); host 2's live certificate still needs 2 0 1
-    h1 = reconfigured(h1, params=("3 0 1",))
-    done = h1.renew()
+    h1 = h1.reconfigured(params=("3 0 1",))
+    h1_cert = h1.deliver(ca=ca)
+    h1_new = h1.records(h1_cert)
+    assert h1.deploy().returncode == 0
+    h1.wait_out_gate()
+    done = h1.deploy()
     assert done.returncode == 0, done.stderr
-    h1_new = h1.records(h1.certbot_cert())
-    assert h1.cli("deploy").returncode == 0
-    wait_out_gate(h1)
-    done = h1.cli("deploy")
-    assert done.returncode == 0, done.stderr
-    assert h1.deployed() == h1.certbot_cert()
+    assert h1.deployed() == h1_cert
     assert h1.tlsa_on(shared) == {value} | h1_new, "host 2's record stays"
     assert claims(sandbox, shared, value) == {f"{id2} w-h2.example.org"}, "only host 1's claim went"
 
     # host 2 stops needing it too: the last claim goes, and the record with it
-    h2 = reconfigured(h2, params=("3 0 1",))
-    done = h2.cli("deploy")
+    h2 = h2.reconfigured(params=("3 0 1",))
+    done = h2.deploy()
     assert done.returncode == 0, done.stderr
     h2_now = h2.records(h2.deployed())
-    assert h2.tlsa_on(shared) == h1_new | h2_now
+    h2.wait_until_exactly(shared, h1_new | h2_now)
     assert claims(sandbox, shared, value) == set()
 
 
 # -- 4. SERVFAIL is unknown, not "no RRset" -------------------------------------------------
 
 def test_servfail_for_the_tlsa_zone_means_no_bootstrap_and_names_server_and_rcode(make_sandbox, tmp_path):
-    box = make_sandbox()
+    box = make_sandbox(pebble=False)
     host, zone = "sf.example.org", "_tcp.sf.example.org"  # the TLSA names live in a zone of their own
     tlsa = f"_25.{zone}"
     add_zone(box, zone, "_25 IN TLSA 3 0 1 zz\n")  # bad hex: named does not load the zone and answers SERVFAIL
@@ -365,10 +300,10 @@ def test_servfail_for_the_tlsa_zone_means_no_bootstrap_and_names_server_and_rcod
     s = Scenario(box, tmp_path, host, [tlsa], ttl=TTL)
     server = f"127.0.0.1:{box.port}"
 
-    done = s.issue()
+    with pytest.raises(DaneError) as failed:  # what the deploy hook reports
+        s.deliver(via="hook")
+    assert f"{server} answered SERVFAIL for {fqdn(tlsa)} TLSA" in str(failed.value)
     assert s.deployed() is None, "SERVFAIL says nothing about the RRset: no bootstrap"
-    assert done.returncode == 1, done.stderr
-    assert f"{server} answered SERVFAIL for {fqdn(tlsa)} TLSA" in done.stderr
     assert s.staged() == s.certbot_cert(), "staged all the same: nothing lost"
     error = s.state()["error"]
     assert server in error and "SERVFAIL" in error, error
@@ -396,7 +331,7 @@ def test_a_malformed_foreign_record_blocks_no_rollover_and_stays(sandbox, tmp_pa
     host = "w-malformed.example.org"
     name = f"_25._tcp.{host}"
     s = Scenario(sandbox, tmp_path, host, [name], ttl=TTL)
-    old = records_of(deliver(s), ("3 0 1",))
+    old = s.records(s.deliver())
     assert s.deployed() is not None, "bootstrap"
     bad = dns.rdata.GenericRdata(dns.rdataclass.IN, dns.rdatatype.TLSA, bytes.fromhex("030101aabbccdd"))
     update = dns.update.UpdateMessage("example.org.", keyring=sandbox.key.as_dnspython())  # the admin, by hand
@@ -404,21 +339,21 @@ def test_a_malformed_foreign_record_blocks_no_rollover_and_stays(sandbox, tmp_pa
     assert dns.query.tcp(update, sandbox.primary.address, port=sandbox.port, timeout=5.0).rcode() == dns.rcode.NOERROR
     wire_wait(sandbox, name, old | {MALFORMED})
 
-    new = records_of(deliver(s), ("3 0 1",))
+    new = s.records(s.deliver())
     assert tlsa_on_wire(sandbox, name) == old | new | {MALFORMED}
-    done = s.cli("deploy")
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
-    wait_out_gate(s)
-    done = s.cli("deploy")
+    s.wait_out_gate()
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert s.records(s.deployed()) == new
-    assert tlsa_on_wire(sandbox, name) == new | {MALFORMED}, "ours retired, the malformed one kept"
+    wire_wait(sandbox, name, new | {MALFORMED})  # ours retired, the malformed one kept
 
-    code, doc = status_json(s)
+    code, doc = s.status()
     assert code != 3, doc.get("error")
-    lineage = doc["lineages"][0]
-    assert served_matches(lineage, name) == {f"127.0.0.1:{sandbox.port}": {**dict.fromkeys(new, "deployed"),
-                                                                            MALFORMED: "foreign"}}
+    lineage = lineage_of(doc)
+    assert served(lineage, name) == {f"127.0.0.1:{sandbox.port}": {**dict.fromkeys(new, "deployed"),
+                                                                   MALFORMED: "foreign"}}
     assert code == 0, lineage["findings"]
 
 
@@ -428,13 +363,13 @@ def test_deployed_records_emptied_in_the_state_file_are_recomputed_not_retired(s
     host = "w-emptied.example.org"
     name = f"_25._tcp.{host}"
     s = Scenario(sandbox, tmp_path, host, [name], ttl=TTL)
-    live = records_of(deliver(s), ("3 0 1",))
+    live = s.bootstrapped()
     assert s.tlsa_on(name) == live and s.deployed() is not None
     edited = s.state()
     edited["deployed"]["records"] = []
     state.write_json(tmp_path / "state" / "lineages" / f"{host}.json", edited)
 
-    done = s.cli("deploy")
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert "retire" not in done.stdout
     assert s.tlsa_on(name) == live, "the deployed certificate's record stays (I2)"
@@ -448,27 +383,26 @@ def test_params_changed_publishes_the_deployed_certificates_new_record_without_r
     host = "w-params.example.org"
     name = f"_25._tcp.{host}"
     s = Scenario(sandbox, tmp_path, host, [name], ttl=TTL)
-    assert s.issue().returncode == 0
+    s.bootstrapped()
     deployed = s.deployed()
     full = s.records(deployed)
-    s = reconfigured(s, params=("3 1 1",))
+    s = s.reconfigured(params=("3 1 1",))
     spki = s.records(deployed)
     assert spki != full and all(v.startswith("3 1 1 ") for v in spki)
 
-    done = s.cli("deploy")
+    done = s.deploy()
     assert done.returncode == 0, done.stderr
     assert s.deployed() == deployed, "no renewal, no swap"
     # the certificate did not change, so a cached RRset holding only the 3 0 1 record still accepts it
-    assert s.tlsa_on(name) == spki
-    code, doc = status_json(s)
-    lineage = doc["lineages"][0]
-    assert served_matches(lineage, name) == {f"127.0.0.1:{sandbox.port}": dict.fromkeys(spki, "deployed")}
+    s.wait_until_exactly(name, spki)
+    code, doc = s.status()
+    lineage = lineage_of(doc)
+    assert served(lineage, name) == {f"127.0.0.1:{sandbox.port}": dict.fromkeys(spki, "deployed")}
     assert set(lineage["deployed"]["records"]) == spki
     assert code == 0, lineage["findings"]
 
     # a renewal with the same key: its 3 1 1 record is live, but was never aged (caches may hold the
     # 3 0 1-only RRset, which the renewed certificate does not match): it must wait for its gate
-    done = s.renew("--reuse-key")
-    assert done.returncode == 0, done.stderr
-    assert s.records(s.certbot_cert()) == spki
-    assert s.deployed() == deployed and s.staged() == s.certbot_cert()
+    renewal = s.deliver(reuse_key=True)
+    assert s.records(renewal) == spki
+    assert s.deployed() == deployed and s.staged() == renewal
