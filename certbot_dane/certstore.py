@@ -10,6 +10,7 @@ import stat
 import tempfile
 from pathlib import Path
 
+from certbot_dane import state
 from certbot_dane.certificate import FILES, CertSet, fingerprint
 from certbot_dane.errors import StateError
 
@@ -28,11 +29,25 @@ def read_lineage(cert: Path, chain: Path, fullchain: Path, privkey: Path) -> Cer
         raise StateError(f"cannot read certbot's certificate files: {err.filename}: {err.strerror}") from err
 
 
-def read_dir(directory: Path) -> CertSet | None:
-    """Read cert.pem, chain.pem, fullchain.pem, privkey.pem from a directory; None if it has none."""
-    if not (directory / "cert.pem").exists():
-        return None
-    return read_lineage(*(directory / name for name in FILES))
+def read_dir(directory: Path, private: bool = True) -> CertSet | None:
+    """Read cert.pem, chain.pem, fullchain.pem, privkey.pem from a directory; None if it has none.
+
+    Without `private`, privkey.pem is not read (the set's `privkey` is empty): what a reader that
+    must not need the key (status, as a monitoring user) gets.
+    """
+    try:
+        if not (directory / "cert.pem").exists():
+            return None
+    except OSError as err:
+        raise StateError(f"cannot read certificate files in {directory}: {err.strerror}") from err
+    paths = [directory / name for name in FILES]
+    if private:
+        return read_lineage(*paths)
+    try:
+        cert, chain, fullchain = (path.read_bytes() for path in paths[:3])
+    except OSError as err:
+        raise StateError(f"cannot read certificate files: {err.filename}: {err.strerror}") from err
+    return CertSet(cert, chain, fullchain, b"")
 
 
 def _mode(name: str, gid: int | None) -> int:
@@ -156,9 +171,11 @@ def _fsync_dir(path: Path) -> None:
 class CertStore:
     """The staged and deployed copies of every lineage's certificate files."""
 
-    def __init__(self, state_dir: Path, deploy_dir: Path) -> None:
-        self.staging = state_dir / "staging"
+    def __init__(self, state_dir: Path, deploy_dir: Path, group: int | None = None) -> None:
+        """`group`: the monitoring group, that may read the staging area (deployed versions are 0755 anyway)."""
+        self.staging = state_dir / state.STAGING
         self.deploy_dir = deploy_dir
+        self.group = group
 
     # -- staging -------------------------------------------------------------------------
     def staged_dir(self, lineage: str, fp: str) -> Path:
@@ -168,6 +185,11 @@ class CertStore:
     def stage(self, lineage: str, certs: CertSet) -> Path:
         """Copy a version into the staging area (fsynced, keys 0600); returns its directory."""
         _private_dir(self.staging, 0o700)
+        if self.group is not None:
+            try:
+                state.grant(self.staging, self.group, state.SHARED_DIR_MODE)
+            except OSError as err:
+                raise StateError(f"cannot let group {self.group} read {self.staging}: {err.strerror}") from err
         target = self.staged_dir(lineage, fingerprint(certs.cert))
         _write_version(target, certs, None)
         return target

@@ -39,10 +39,15 @@ CERTBOT_DANE_CONFIG='{config}' exec '{python}' -m certbot_dane.hooks deploy
 
 
 def _check(args: argparse.Namespace) -> int:
-    settings = config.load(args.config)
+    settings = config.load(args.config, need_key=not args.read_only)
     client = DnsClient(settings.dns)
-    print(f"{settings.path}: configuration is valid (TSIG key {settings.dns.key.name} "
-          f"{settings.dns.key.algorithm}, primary {settings.dns.server})")
+    key = settings.dns.key
+    if key is not None:
+        print(f"{settings.path}: configuration is valid (TSIG key {key.name} {key.algorithm}, "
+              f"primary {settings.dns.server})")
+    else:
+        print(f"{settings.path}: configuration is valid for read-only use (status, check --read-only; no TSIG key: "
+              f"{settings.dns.unkeyed}; deploy, the hooks and the plugin need one), primary {settings.dns.server}")
     for lineage in settings.lineages.values():
         for name in lineage.tlsa:
             zone = client.find_zone(name)
@@ -99,8 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every DNS step")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("check", help="validate the configuration and look up each TLSA name's zone and "
-                                 "authoritative servers (changes nothing)").set_defaults(func=_check)
+    chk = sub.add_parser("check", help="validate the configuration and look up each TLSA name's zone and "
+                                       "authoritative servers (changes nothing)")
+    chk.add_argument("--read-only", action="store_true",
+                     help="check what status needs, as the monitoring user: the TSIG key may be unreadable or "
+                          "not configured")
+    chk.set_defaults(func=_check)
 
     dep = sub.add_parser(
         "deploy", help="deploy staged certificates whose gate has opened, reload, retire old records (run by "
@@ -127,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "do; Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); changes "
                                         "nothing")
     sta.add_argument("--lineage", metavar="NAME", help="only this lineage")
-    sta.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/status-json.md)")
+    output = sta.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/status-json.md)")
+    output.add_argument("--prometheus", action="store_true",
+                        help="Prometheus text exposition for node_exporter's textfile collector (docs/monitoring.md)")
     sta.set_defaults(func=_status)
 
     ins = sub.add_parser("install-hook", help="install certbot's deploy hook so renewals are staged")

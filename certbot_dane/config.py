@@ -30,7 +30,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PATH = Path("/etc/certbot-dane/certbot-dane.toml")
 ENV_VAR = "CERTBOT_DANE_CONFIG"
 
-_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "dns", "lineage"}
+_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "monitor_group", "dns", "lineage"}
 _DNS_KEYS = {
     "server", "port", "key_file", "key_name", "key_secret", "key_algorithm",
     "nameservers", "timeout", "propagation_timeout",
@@ -58,13 +58,25 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class DnsSettings:
-    """Where and how to send updates, and which servers to wait for."""
+    """Where and how to send updates, and which servers to wait for.
+
+    `key` is None only in a configuration loaded for reading (`load(need_key=False)`: status, check)
+    whose key file cannot be read or that names no key; `unkeyed` then says why.
+    """
 
     server: Endpoint
-    key: TsigKey
+    key: TsigKey | None
     nameservers: tuple[Endpoint, ...]
     timeout: float
     propagation_timeout: float
+    unkeyed: str = ""
+
+    def signing_key(self) -> TsigKey:
+        """The TSIG key that signs UPDATEs; ConfigError when this configuration was loaded without one."""
+        if self.key is None:
+            raise ConfigError(f"no TSIG key to sign with ({self.unkeyed}): the configuration was loaded for "
+                              "read-only use (status, check)")
+        return self.key
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,8 @@ class Config:
     dns: DnsSettings
     lineages: dict[str, LineageSettings] = field(default_factory=dict)
     letsencrypt_dir: Path = Path("/etc/letsencrypt")
+    # gid that may read the state directory and staged certificates: `status` as a monitoring user
+    monitor_group: int | None = field(default=None, kw_only=True)
 
 
 def default_path() -> Path:
@@ -117,8 +131,13 @@ def default_path() -> Path:
     return Path(os.environ.get(ENV_VAR) or DEFAULT_PATH)
 
 
-def load(path: Path | str | None = None) -> Config:
-    """Read, parse and validate a configuration file; every problem reported in one ConfigError."""
+def load(path: Path | str | None = None, need_key: bool = True) -> Config:
+    """Read, parse and validate a configuration file; every problem reported in one ConfigError.
+
+    With `need_key` False (the read-only commands: status, check), a TSIG key file that cannot be
+    read, or no key configured, is no problem: `dns.key` is None and `dns.unkeyed` says why. All
+    else is validated as always, a key that can be read included.
+    """
     path = Path(path) if path is not None else default_path()
     try:
         raw = path.read_bytes()
@@ -128,7 +147,7 @@ def load(path: Path | str | None = None) -> Config:
         data = tomllib.loads(raw.decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from err
-    return _Parser(path).parse(data)
+    return _Parser(path, need_key).parse(data)
 
 
 def split_host_port(text: str) -> tuple[str, int | None]:
@@ -167,9 +186,11 @@ def _world_readable(path: Path) -> bool:
 class _Parser:
     """Collects every problem in the file before raising one ConfigError."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, need_key: bool = True) -> None:
         self.path = path
+        self.need_key = need_key
         self.problems: list[str] = []
+        self.unkeyed = ""  # why there is no key, when that is no problem (need_key False)
 
     def problem(self, key: str, text: str) -> None:
         self.problems.append(f"{key}: {text}")
@@ -179,6 +200,7 @@ class _Parser:
         state_dir = self.path_value(data, "state_dir", "/var/lib/certbot-dane")
         deploy_dir = self.path_value(data, "deploy_dir", "/etc/certbot-dane/live")
         letsencrypt_dir = self.path_value(data, "letsencrypt_dir", "/etc/letsencrypt")
+        monitor_group = self.group("monitor_group", data.get("monitor_group"))
         dns = self.dns(self.table(data, "dns", required=True))
         lineages = {}
         for name, table in self.table(data, "lineage").items():
@@ -189,7 +211,7 @@ class _Parser:
             lines = "\n  ".join(self.problems)
             raise ConfigError(f"{self.path}: {len(self.problems)} problem(s):\n  {lines}")
         assert dns is not None
-        return Config(self.path, state_dir, deploy_dir, dns, lineages, letsencrypt_dir)
+        return Config(self.path, state_dir, deploy_dir, dns, lineages, letsencrypt_dir, monitor_group=monitor_group)
 
     def unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
         for key in table:
@@ -239,9 +261,11 @@ class _Parser:
                                            "give the port once")
         nameservers = tuple(self.endpoint("dns.nameservers", v, port)
                             for v in self.string_list(table, "nameservers", "dns.nameservers"))
+        key = self.tsig_key(table)
         return DnsSettings(
             server=primary,
-            key=self.tsig_key(table) or TsigKey("invalid.", DEFAULT_ALGORITHM, b""),
+            key=key,
+            unkeyed=self.unkeyed if key is None else "",
             nameservers=tuple(e for e in nameservers if e is not None),
             timeout=self.number(table, "timeout", 10, 0.1, 600),
             propagation_timeout=self.number(table, "propagation_timeout", 120, 1, 3600),
@@ -271,7 +295,7 @@ class _Parser:
         if key_file is not None:
             return self.key_from_file(key_file, name, algorithm)
         if secret is None:
-            self.problem("dns.key_file", "missing: a TSIG key file (or key_name + key_secret)")
+            self.no_key("dns.key_file", "missing: a TSIG key file (or key_name + key_secret)")
             return None
         if _world_readable(self.path):
             self.problem("dns.key_secret", f"{self.path} holds a secret but is readable by every user; "
@@ -292,13 +316,20 @@ class _Parser:
                 self.problem("dns.key_file", f"{path} is readable by every user; run: chmod 600 {path}")
             found = parse_key_file(text, name if isinstance(name, str) else None)
         except OSError as err:
-            self.problem("dns.key_file", f"cannot read {path}: {err.strerror}")
+            self.no_key("dns.key_file", f"cannot read {path}: {err.strerror}")
             return None
         except ValueError as err:
             self.problem("dns.key_file", f"{path}: {err}")
             return None
         key_name, file_algorithm, secret = found
         return self.make_key("dns.key_file", key_name, algorithm or file_algorithm, secret)
+
+    def no_key(self, key: str, text: str) -> None:
+        """There is no key to load: a problem for the commands that update DNS, a note for read-only ones."""
+        if self.need_key:
+            self.problem(key, text)
+        else:
+            self.unkeyed = f"{key}: {text}"
 
     def make_key(self, label: str, name: str, algorithm: Any, secret: Any) -> TsigKey | None:
         if not isinstance(algorithm, str):
@@ -364,7 +395,7 @@ class _Parser:
                 self.problem(f"{label}.verify_address", f"{address!r} is not an IP address")
                 address = None
         return LineageSettings(name, canonical, tuple(params), ttl, reload, verify,
-                               self.group(label, table.get("key_group")), address, min_wait)
+                               self.group(f"{label}.key_group", table.get("key_group")), address, min_wait)
 
     def verify_target(self, label: str, text: str) -> VerifyTarget | None:
         scheme, sep, rest = text.partition("://")
@@ -379,14 +410,14 @@ class _Parser:
             return None
         return VerifyTarget(scheme, host, _VERIFY_SCHEMES[scheme] if port is None else port)
 
-    def group(self, label: str, value: Any) -> int | None:
+    def group(self, key: str, value: Any) -> int | None:
         if value is None:
             return None
         if not isinstance(value, str):
-            self.problem(f"{label}.key_group", "must be a group name")
+            self.problem(key, "must be a group name")
             return None
         try:
             return grp.getgrnam(value).gr_gid
         except KeyError:
-            self.problem(f"{label}.key_group", f"no group named {value!r} on this system")
+            self.problem(key, f"no group named {value!r} on this system")
             return None

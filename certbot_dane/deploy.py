@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from certbot_dane import boot, certificate, certstore, plan, rollover, services, state, verify, zone
+from certbot_dane import boot, certificate, certstore, plan, rollover, schedule, services, state, timer, verify, zone
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
-from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed
+from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed, WakeError
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for, served_leaf_matches
@@ -58,13 +58,17 @@ class Rollout:
     uptime: Callable[[], rollover.Uptime] = boot.uptime
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    gates: dict[str, rollover.Gate] = field(default_factory=dict)  # this run's gate per staged lineage
+    wake: schedule.Wake | None = None  # when the next run must happen (deploy_all with `wake`)
+    wake_error: str | None = None      # why it could not be armed
     _owners: dict[str, str] = field(default_factory=dict, repr=False)
     _primary: dict[str, Answer] = field(default_factory=dict, repr=False)  # owner -> answer, until we change it
 
     @classmethod
     def from_config(cls, config: Config, dry_run: bool = False) -> Rollout:
         """The real adapters for a configuration."""
-        return cls(config, DnsClient(config.dns), CertStore(config.state_dir, config.deploy_dir), dry_run=dry_run)
+        return cls(config, DnsClient(config.dns), CertStore(config.state_dir, config.deploy_dir, config.monitor_group),
+                   dry_run=dry_run)
 
     def say(self, lineage: str, text: str) -> None:
         """Record one line of the run's report (printed by the CLI, logged here)."""
@@ -84,12 +88,12 @@ class Rollout:
     def save(self, st: LineageState) -> LineageState:
         """Persist a state (never during a dry run)."""
         if not self.dry_run:
-            state.save_lineage(self.config.state_dir, st)
+            state.save_lineage(self.config.state_dir, st, self.config.monitor_group)
         return st
 
     def instance(self) -> str:
         """This installation's id in ownership claims (made on first use, never by a dry run)."""
-        return state.instance_id(self.config.state_dir, create=not self.dry_run)
+        return state.instance_id(self.config.state_dir, create=not self.dry_run, group=self.config.monitor_group)
 
     # -- observing ------------------------------------------------------------------------
     def owners(self, lineage: LineageSettings) -> tuple[str, ...]:
@@ -191,6 +195,7 @@ class Rollout:
         for name, (lineage, st) in staged.items():
             result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now(), self.uptime(),
                                    lineage.min_wait)
+            self.gates[name] = result
             for lag in result.lagging:
                 self.say(name, f"lagging: {lag}")
             st = self.save(rollover.with_gate(st, result, self.now()))
@@ -513,7 +518,8 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
     Returns lineage name -> error for each lineage that failed; the others carry on.
     """
     batch: Batch = {}
-    with state.locked(rollout.config.state_dir, wait=False, clean=not rollout.dry_run):
+    with state.locked(rollout.config.state_dir, wait=False, clean=not rollout.dry_run,
+                      group=None if rollout.dry_run else rollout.config.monitor_group):
         for name in names or sorted(rollout.config.lineages):
             lineage = rollout.config.lineages[name]
             try:

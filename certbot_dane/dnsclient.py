@@ -219,7 +219,7 @@ class DnsClient:
         return response
 
     def _parse(self, server: Endpoint, request: dns.message.Message, wire: bytes, what: str) -> dns.message.Message:
-        key = self.settings.key.name
+        key = self.settings.key.name if self.settings.key else "(none)"
         try:
             return compat.signed_answer(wire, request)
         except tuple(_TSIG_ERRORS) as err:
@@ -359,7 +359,7 @@ class DnsClient:
 
     def _message(self, change: ZoneUpdate) -> dns.update.UpdateMessage:
         """One signed UPDATE: prerequisites, removals, additions (names absolute, never relative to the zone)."""
-        key = self.settings.key
+        key = self.settings.signing_key()
         message = dns.update.UpdateMessage(change.zone, keyring=key.keyring(), keyname=dns.name.from_text(key.name))
         for need in change.require:  # RFC 2136 §2.4: exactly these values, or no such RRset
             owner = dns.name.from_text(need.name)
@@ -374,7 +374,7 @@ class DnsClient:
         return message
 
     def _send_update(self, change: ZoneUpdate, message: dns.update.UpdateMessage, what: str) -> None:
-        server, key = self.settings.server, self.settings.key.name
+        server, key = self.settings.server, self.settings.signing_key().name
         names = _names((*change.require, *change.add, *change.remove))
         try:
             response = self._exchange(server, message, what)
@@ -391,7 +391,7 @@ class DnsClient:
 
     def _key_is_known(self, zone: str) -> bool:
         """Whether the primary answers a SOA query for `zone` signed with our key (Knot's BADKEY is ambiguous)."""
-        key = self.settings.key
+        key = self.settings.signing_key()
         request = dns.message.make_query(zone, dns.rdatatype.SOA)
         request.flags &= ~dns.flags.RD
         request.use_tsig(key.keyring(), dns.name.from_text(key.name))

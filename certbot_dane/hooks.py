@@ -50,7 +50,7 @@ def auth(env: Mapping[str, str]) -> None:
     client = DnsClient(settings.dns)
     record = _challenge_record(env)
     path = settings.state_dir / STATE_FILE
-    with state.locked(settings.state_dir):
+    with state.locked(settings.state_dir, group=settings.monitor_group):
         added, pending = _load(path)
         # written down before the UPDATE: if it fails after the primary applied it (answer lost,
         # not confirmed) or this process dies, the cleanup hook still removes the record
@@ -68,7 +68,7 @@ def auth(env: Mapping[str, str]) -> None:
                for d in env.get("CERTBOT_ALL_DOMAINS", "").split(",") if d}
     mine = [r for r in pending if r.name in domains or r == record]
     challenge.wait(client, mine)
-    with state.locked(settings.state_dir):
+    with state.locked(settings.state_dir, group=settings.monitor_group):
         added, pending = _load(path)
         _save(path, added, [r for r in pending if r not in mine])
 
@@ -78,7 +78,7 @@ def cleanup(env: Mapping[str, str]) -> None:
     settings = config.load(env.get(config.ENV_VAR) or None)
     record = _challenge_record(env)
     path = settings.state_dir / STATE_FILE
-    with state.locked(settings.state_dir):
+    with state.locked(settings.state_dir, group=settings.monitor_group):
         added, pending = _load(path)
         if record not in added:
             logger.info("%s was not added by the auth hook; left alone", record)
@@ -166,7 +166,7 @@ def deploy(env: Mapping[str, str]) -> None:
     if certs is None:
         raise DaneError(f"{live}/cert.pem does not exist: RENEWED_LINEAGE must name certbot's live/<lineage> directory")
     rollout = rollout_module.Rollout.from_config(settings)
-    with state.locked(settings.state_dir):
+    with state.locked(settings.state_dir, group=settings.monitor_group):
         rollout_module.stage(rollout, settings.lineages[name], certs)
 
 

@@ -105,7 +105,7 @@ class Plugin(common.Plugin, interfaces.Authenticator, interfaces.Installer, inte
             return
         try:
             rollout = deploy.Rollout.from_config(settings)
-            with state.locked(settings.state_dir):
+            with state.locked(settings.state_dir, group=settings.monitor_group):
                 deploy.stage(rollout, settings.lineages[lineage], certstore.read_lineage(*paths))
         except DaneError as err:
             raise errors.PluginError(str(err)) from err

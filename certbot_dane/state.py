@@ -8,6 +8,7 @@ import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,27 +18,67 @@ from certbot_dane.errors import LockBusy, StateError
 from certbot_dane.rollover import LineageState, Published, Staged, Version
 
 LOCK_NAME = "lock"
+STAGING = "staging"  # certstore's staging area: staged certificate files (status reads cert.pem, fullchain.pem)
+SHARED_DIR_MODE, SHARED_FILE_MODE = 0o750, 0o640  # with a monitoring group (config: monitor_group)
+MONITOR_HINT = ("; for a monitoring user, set monitor_group = \"ITS GROUP\" in the configuration: the next deploy "
+                "run lets that group read the state (README: Running status as the monitoring user)")
 V = TypeVar("V", bound=Version)
 
 
-def ensure_dir(path: Path, mode: int = 0o700) -> Path:
-    """Create a private directory (and parents) if missing; StateError if impossible."""
+def ensure_dir(path: Path, mode: int = 0o700, group: int | None = None) -> Path:
+    """Create a private directory (and parents) if missing; StateError if impossible.
+
+    With `group` (the monitoring group), the directory, new or not, belongs to it with mode 0750.
+    """
     try:
         path.mkdir(mode=mode, parents=True, exist_ok=True)
+        if group is not None:
+            grant(path, group, SHARED_DIR_MODE)
     except OSError as err:
         raise StateError(f"cannot create directory {path}: {err.strerror}") from err
     return path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+def grant(path: Path, group: int, mode: int) -> None:
+    """Give `path` this group and mode, touching it only when it differs (OSError as it comes)."""
+    info = os.stat(path)
+    if info.st_gid != group:
+        os.chown(path, -1, group)
+    if stat.S_IMODE(info.st_mode) != mode:
+        os.chmod(path, mode)
+
+
+def share(state_dir: Path, group: int) -> None:
+    """Let the monitoring group read what `status` reads: the state directory, lineages/ and staging/ (0750),
+    each lineage's state and the instance id (0640). Made for an installation that set `monitor_group` later.
+
+    Never the lock: flock(2) needs only a descriptor open for reading, so whoever can read the lock
+    file can hold it and stall every run. Nor the hooks' challenge bookkeeping, which status does not read.
+    """
+    try:
+        for directory in (state_dir, state_dir / "lineages", state_dir / STAGING):
+            if directory.is_dir():
+                grant(directory, group, SHARED_DIR_MODE)
+        for path in (state_dir / INSTANCE_FILE, *sorted((state_dir / "lineages").glob("*.json"))):
+            if path.is_file():
+                grant(path, group, SHARED_FILE_MODE)
+    except OSError as err:
+        raise StateError(f"cannot let group {group} read {err.filename}: {err.strerror}") from err
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600, group: int | None = None) -> None:
     """Write `data` to `path` so that readers see the old or the new content, never a mix.
 
-    Temp file in the same directory, fsync, rename, fsync of the directory.
+    Temp file in the same directory, fsync, rename, fsync of the directory. With `group` (the
+    monitoring group), the file and its directory belong to it and it may read both.
     """
-    ensure_dir(path.parent)
+    ensure_dir(path.parent, group=group)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
+            if group is not None:
+                os.fchown(handle.fileno(), -1, group)
+                mode |= 0o040
             os.fchmod(handle.fileno(), mode)
             handle.write(data)
             handle.flush()
@@ -54,9 +95,9 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
         raise StateError(f"cannot write {path}: {err.strerror}") from err
 
 
-def write_json(path: Path, value: Any) -> None:
-    """Atomically write a JSON document (mode 0600)."""
-    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+def write_json(path: Path, value: Any, group: int | None = None) -> None:
+    """Atomically write a JSON document (mode 0600; 0640 and that group's with a monitoring `group`)."""
+    atomic_write(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode(), group=group)
 
 
 def read_json(path: Path, default: Any = None) -> Any:
@@ -65,6 +106,8 @@ def read_json(path: Path, default: Any = None) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return default
+    except PermissionError as err:
+        raise StateError(f"cannot read state file {path}: {err.strerror}{MONITOR_HINT}") from err
     except OSError as err:
         raise StateError(f"cannot read state file {path}: {err.strerror}") from err
     except UnicodeDecodeError as err:
@@ -78,12 +121,13 @@ def read_json(path: Path, default: Any = None) -> Any:
 
 
 @contextlib.contextmanager
-def locked(state_dir: Path, wait: bool = True, clean: bool = True) -> Iterator[None]:
+def locked(state_dir: Path, wait: bool = True, clean: bool = True, group: int | None = None) -> Iterator[None]:
     """Hold the state directory's lock (flock) for the duration; LockBusy if `wait` is False and it is taken.
 
     With `clean`, first delete the temp files of writes killed half-way (a dry run leaves them).
+    With a monitoring `group`, then let it read what status reads (`share`); the lock stays 0600.
     """
-    ensure_dir(state_dir)
+    ensure_dir(state_dir, group=group)
     path = state_dir / LOCK_NAME
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -98,6 +142,8 @@ def locked(state_dir: Path, wait: bool = True, clean: bool = True) -> Iterator[N
             raise StateError(f"cannot lock {path}: {err.strerror}") from err
         if clean:
             _remove_leftovers(state_dir)
+        if group is not None:
+            share(state_dir, group)
         yield
     finally:
         os.close(fd)
@@ -196,21 +242,21 @@ def _version(cls: type[V], data: Any) -> V | None:
     return cls(**values)
 
 
-def save_lineage(state_dir: Path, state: LineageState) -> None:
-    """Atomically write a lineage's state."""
+def save_lineage(state_dir: Path, state: LineageState, group: int | None = None) -> None:
+    """Atomically write a lineage's state (readable by the monitoring `group`, if any)."""
     data = dataclasses.asdict(state)
     for key in ("deployed", "previous", "staged"):
         if data[key] is not None:
             data[key]["records"] = list(data[key]["records"])
             if "names" in data[key]:
                 data[key]["names"] = list(data[key]["names"])
-    write_json(lineage_path(state_dir, state.lineage), data)
+    write_json(lineage_path(state_dir, state.lineage), data, group)
 
 
 INSTANCE_FILE = "instance"
 
 
-def instance_id(state_dir: Path, create: bool = True) -> str:
+def instance_id(state_dir: Path, create: bool = True, group: int | None = None) -> str:
     """This installation's name in ownership claims: random, made once, kept in the state directory.
 
     Two hosts (or two state directories) are two instances. With `create` False (dry runs) a missing
@@ -221,6 +267,8 @@ def instance_id(state_dir: Path, create: bool = True) -> str:
         found = path.read_text(encoding="ascii").strip()
     except FileNotFoundError:
         found = ""
+    except PermissionError as err:
+        raise StateError(f"cannot read {path}: {err.strerror}{MONITOR_HINT}") from err
     except (OSError, UnicodeDecodeError) as err:
         raise StateError(f"cannot read {path}: {err}") from err
     if found:
@@ -231,5 +279,5 @@ def instance_id(state_dir: Path, create: bool = True) -> str:
     if not create:
         return "new-instance"
     made = os.urandom(8).hex()
-    atomic_write(path, (made + "\n").encode())
+    atomic_write(path, (made + "\n").encode(), group=group)
     return made

@@ -42,6 +42,7 @@ from certbot_dane.config import Config, Endpoint, LineageSettings
 from certbot_dane.dnsclient import DnsClient, value_text
 from certbot_dane.dnssec import SignedAnswer, Verdict
 from certbot_dane.errors import ConfigError, DaneError, StateError
+from certbot_dane.monitorformat import nagios, prometheus, prometheus_unknown
 from certbot_dane.records import Answer
 from certbot_dane.statusformat import to_json, to_text, unknown_json
 from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
@@ -69,7 +70,7 @@ def local(cfg: Config, lineage: LineageSettings) -> Local:
     views: list[CertView | None] = []
     for directory in directories:
         try:
-            found = certstore.read_dir(directory) if directory else None
+            found = certstore.read_dir(directory, private=False) if directory else None
             views.append(cert_view(found, lineage) if found else None)
         except ValueError as err:
             raise StateError(f"{directory}: cannot parse the certificate: {err}") from err
@@ -202,14 +203,19 @@ def select(cfg: Config, name: str | None) -> list[LineageSettings]:
 
 
 def main(args: argparse.Namespace) -> int:
-    """`certbot-dane status [--lineage NAME] [--json]`: print the report, exit with its Nagios state."""
+    """`certbot-dane status [--lineage NAME] [--json | --prometheus]`: print the report, exit with its Nagios state.
+
+    Needs no TSIG key (only queries): runs as a monitoring user that cannot read it (README).
+    """
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     try:
-        cfg = config.load(args.config)
+        cfg = config.load(args.config, need_key=False)
         rep = report(cfg, select(cfg, args.lineage))
     except DaneError as err:
         print(f"certbot-dane status: UNKNOWN: {err}", file=sys.stderr)
-        print(json.dumps(unknown_json(str(err), time.time()), indent=2) if args.json else f"DANE UNKNOWN: {err}")
+        print(json.dumps(unknown_json(str(err), time.time()), indent=2) if args.json else
+              prometheus_unknown(time.time()) if args.prometheus else f"DANE UNKNOWN: {err}")
         return int(Severity.UNKNOWN)
-    print(json.dumps(to_json(rep), indent=2) if args.json else to_text(rep, colour))
+    print(json.dumps(to_json(rep), indent=2) if args.json else prometheus(rep) if args.prometheus
+          else nagios(to_text(rep, colour), rep))
     return int(rep.status)

@@ -196,9 +196,9 @@ class Scenario:
         return subprocess.run([str(HOOK)], env={**os.environ, **self.env, "RENEWED_LINEAGE": str(directory)},
                               capture_output=True, text=True, timeout=60)
 
-    def bootstrapped(self) -> set[str]:
+    def bootstrapped(self, **certificate: Any) -> set[str]:
         """Deliver the first certificate (no RRset yet: deployed at once); its records, once the primary serves them."""
-        first = self.deliver()
+        first = self.deliver(**certificate)
         assert self.deployed() == first, "no TLSA RRset existed: the first certificate goes live at once"
         live = self.records(first)
         for name in self.tlsa:

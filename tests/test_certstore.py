@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from certbot_dane.certificate import CertSet, fingerprint
-from certbot_dane.certstore import VERSIONS, CertStore
+from certbot_dane.certstore import VERSIONS, CertStore, read_dir
 from certbot_dane.errors import StateError
 
 LINEAGE = "mx.example.org"
@@ -217,3 +217,27 @@ def test_what_a_killed_swap_left_behind_is_cleaned_up(tmp_path, pair):
 
     assert sorted(os.listdir(tmp_path / "live")) == sorted([VERSIONS, LINEAGE, f".{LINEAGE}.linked"])
     assert os.listdir(versions) == [fingerprint(certs.cert)[:16]]
+
+
+def test_a_reader_without_the_key_gets_the_certificates_and_never_opens_privkey(tmp_path, pair):
+    certs, _ = pair
+    store = CertStore(tmp_path / "state", tmp_path / "live")
+    staged = store.stage(LINEAGE, certs)
+    (staged / "privkey.pem").unlink()  # what the monitoring user cannot read might as well not be there
+    with pytest.raises(StateError, match="privkey.pem: No such file"):
+        read_dir(staged)
+    public = read_dir(staged, private=False)
+    assert public is not None and (public.cert, public.chain, public.fullchain, public.privkey) == (
+        certs.cert, certs.chain, certs.fullchain, b"")
+    assert read_dir(tmp_path / "nothing-here", private=False) is None
+
+
+def test_with_a_monitoring_group_the_staging_area_is_group_readable_and_keys_stay_private(tmp_path, pair):
+    certs, _ = pair
+    gid = NOBODY if os.geteuid() == 0 else os.getgid()
+    staged = CertStore(tmp_path / "state", tmp_path / "live", gid).stage(LINEAGE, certs)
+    info = os.stat(tmp_path / "state" / "staging")
+    assert (stat.S_IMODE(info.st_mode), info.st_gid) == (0o750, gid)
+    assert_exactly(staged, certs)  # cert files 0644 in a 0755 directory; keys 0600
+    assert stat.S_IMODE(os.stat(CertStore(tmp_path / "other", tmp_path / "live").stage(LINEAGE, certs)
+                                .parent.parent).st_mode) == 0o700  # without the group: as before

@@ -216,3 +216,45 @@ def test_bad_lineage_values_are_refused_whole_strings_only(tmp_path, key_file, l
     with pytest.raises(ConfigError) as info:
         config.load(path)
     assert problem in str(info.value)
+
+
+def test_read_only_load_needs_no_readable_key_but_keyed_commands_still_refuse(tmp_path, key_file):
+    missing = tmp_path / "nope" / "tsig.key"
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{missing}"\n')
+    with pytest.raises(ConfigError, match=f"dns.key_file: cannot read {missing}: No such file"):
+        config.load(path)
+    cfg = config.load(path, need_key=False)
+    assert cfg.dns.key is None and cfg.dns.unkeyed == f"dns.key_file: cannot read {missing}: No such file or directory"
+    with pytest.raises(ConfigError, match=r"no TSIG key to sign with \(dns.key_file: cannot read .*read-only use"):
+        cfg.dns.signing_key()
+
+
+def test_read_only_load_without_any_key_configured(tmp_path):
+    cfg = config.load(write(tmp_path, '[dns]\nserver = "127.0.0.1"\n'), need_key=False)
+    assert cfg.dns.key is None and cfg.dns.unkeyed.startswith("dns.key_file: missing")
+
+
+def test_read_only_load_still_validates_everything_else_and_a_key_it_can_read(tmp_path, key_file):
+    path = write(tmp_path, '[dns]\nserver = "127.0.0.1"\nkey_file = "/nonexistent/k"\nport = 0\n')
+    with pytest.raises(ConfigError, match="dns.port: must be a number") as info:
+        config.load(path, need_key=False)
+    assert "key_file" not in str(info.value)
+    key_file.chmod(0o644)
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n')
+    with pytest.raises(ConfigError, match="readable by every user"):
+        config.load(path, need_key=False)
+    key_file.chmod(0o600)
+    assert config.load(path, need_key=False).dns.signing_key().name == "certbot-dane."
+
+
+def test_monitor_group_is_a_group_name_resolved_to_its_gid(tmp_path, key_file):
+    import grp
+
+    group = grp.getgrgid(os.getgid()).gr_name
+    body = f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n'
+    assert config.load(write(tmp_path, body)).monitor_group is None
+    assert config.load(write(tmp_path, f'monitor_group = "{group}"\n' + body)).monitor_group == os.getgid()
+    with pytest.raises(ConfigError, match="monitor_group: no group named 'no-such-group-x' on this system"):
+        config.load(write(tmp_path, 'monitor_group = "no-such-group-x"\n' + body))
+    with pytest.raises(ConfigError, match="monitor_group: must be a group name"):
+        config.load(write(tmp_path, 'monitor_group = 7\n' + body))

@@ -77,3 +77,57 @@ def test_a_mangled_instance_id_is_refused(tmp_path: Path) -> None:
     (tmp_path / state.INSTANCE_FILE).write_text("a b\n")
     with pytest.raises(StateError, match="not an instance id"):
         state.instance_id(tmp_path)
+
+
+def _mode(path: Path) -> tuple[int, int]:
+    info = path.stat()
+    return info.st_mode & 0o7777, info.st_gid
+
+
+@pytest.fixture
+def monitor_gid() -> int:
+    """A group for the monitoring user: nogroup as root (any group can be given), else our own."""
+    import grp
+    import os
+
+    return grp.getgrnam("nogroup").gr_gid if os.geteuid() == 0 else os.getgid()
+
+
+def test_with_a_monitoring_group_what_status_reads_is_group_readable_and_the_lock_is_not(
+        tmp_path: Path, monitor_gid: int) -> None:
+    state_dir = tmp_path / "state"
+    with state.locked(state_dir, group=monitor_gid):
+        state.save_lineage(state_dir, FULL, monitor_gid)
+        state.instance_id(state_dir, group=monitor_gid)
+    assert _mode(state_dir) == (0o750, monitor_gid)
+    assert _mode(state_dir / "lineages") == (0o750, monitor_gid)
+    assert _mode(state.lineage_path(state_dir, "mx")) == (0o640, monitor_gid)
+    assert _mode(state_dir / state.INSTANCE_FILE) == (0o640, monitor_gid)
+    assert _mode(state_dir / state.LOCK_NAME)[0] == 0o600  # a readable lock could be held by the monitoring user
+
+
+def test_without_a_group_the_modes_stay_private(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    with state.locked(state_dir):
+        state.save_lineage(state_dir, FULL)
+        state.instance_id(state_dir)
+    assert _mode(state_dir)[0] == 0o700 and _mode(state_dir / "lineages")[0] == 0o700
+    assert _mode(state.lineage_path(state_dir, "mx"))[0] == 0o600 and _mode(state_dir / "instance")[0] == 0o600
+
+
+def test_a_group_set_later_is_granted_on_the_next_lock(tmp_path: Path, monitor_gid: int) -> None:
+    state_dir = tmp_path / "state"
+    with state.locked(state_dir):
+        state.save_lineage(state_dir, FULL)
+        state.instance_id(state_dir)
+    (state_dir / "staging").mkdir(mode=0o700)
+    (state_dir / "manual-challenges.json").write_text("{}")
+    (state_dir / "manual-challenges.json").chmod(0o600)
+    with state.locked(state_dir, group=monitor_gid):
+        pass
+    for directory in (state_dir, state_dir / "lineages", state_dir / "staging"):
+        assert _mode(directory) == (0o750, monitor_gid)
+    for path in (state.lineage_path(state_dir, "mx"), state_dir / "instance"):
+        assert _mode(path) == (0o640, monitor_gid)
+    assert _mode(state_dir / "manual-challenges.json")[0] == 0o600  # status does not read the hooks' bookkeeping
+    assert _mode(state_dir / state.LOCK_NAME)[0] == 0o600

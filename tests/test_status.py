@@ -10,7 +10,6 @@ import pty
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,9 @@ from certbot_dane.dnsclient import DnsClient
 from certbot_dane.dnssec import Verdict
 from certbot_dane.records import Record, ZoneUpdate
 from certbot_dane.rollover import LineageState, Published, Staged, Version
-from certbot_dane.tlsa import TlsaParams, TlsaRecord, association_data, load_chain, records_for
-from sandbox.fleet import write_certificate
-from tests.scenario import REPO, Scenario
+from certbot_dane.tlsa import TlsaParams, TlsaRecord, association_data, load_chain
+from tests import scenario
+from tests.scenario import REPO, Scenario, findings, lineage_of, served, status_json
 
 # == the pure core: assess() from values ================================================
 
@@ -254,56 +253,20 @@ def test_dnssec_verdicts_from_real_signatures():
     assert dnssec.worst([Verdict(dnssec.VALID), Verdict(dnssec.UNSIGNED), Verdict(dnssec.NONE)]) == dnssec.UNSIGNED
 
 
-# == real situations on real named (and Pebble) ===========================================
+# == real situations on real named ==========================================================
+# Certificates are handed over as certbot hands them to the deploy hook; `certbot-dane status` is the real
+# command where it is what is tested, and runs in-process at the injected clock's time after the clock moved.
 
-HOOK = REPO / "hooks" / "certbot-dane-deploy"
 DAY = datetime.timedelta(days=1)
-
-
-def renewed_and_served(s: Scenario) -> tuple[set[str], set[str]]:
-    """Issue, renew, and wait until the primary serves the old and the new records: (old, new)."""
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    new = s.records(s.certbot_cert())
-    s.wait_until_served(s.tlsa[0], old | new)
-    return old, new
-
-
-def status_json(s: Scenario, *args: str, env: dict[str, str] | None = None) -> tuple[int, dict[str, Any]]:
-    done = s.cli("status", "--json", *args, env=env)
-    assert done.stdout, done.stderr
-    return done.returncode, json.loads(done.stdout)
-
-
-def lineage_of(doc: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-    found = [lin for lin in doc["lineages"] if name is None or lin["lineage"] == name]
-    assert len(found) == 1, doc
-    return found[0]
-
-
-def findings(lineage: dict[str, Any]) -> dict[str, str]:
-    return {f["code"]: f["severity"] for f in lineage["findings"]}
-
-
-def served(lineage: dict[str, Any], name: str) -> dict[str, dict[str, str]]:
-    """server -> {record value: match} at one TLSA name."""
-    entry = next(n for n in lineage["names"] if n["name"] == name.lower().rstrip(".") + ".")
-    return {s["server"]: {r["value"]: r["match"] for r in s["records"]} for s in entry["servers"]}
 
 
 def hook_stage(s: Scenario, lifetime: datetime.timedelta, age: datetime.timedelta = datetime.timedelta(hours=1)
                ) -> set[str]:
-    """Hand a fresh self-signed certificate to the real deploy hook, as certbot does after a renewal.
+    """Hand a fresh self-signed certificate to the deploy hook, as certbot does after a renewal.
 
     Returns its TLSA records, once the primary serves them (inline signing applies updates a moment later).
     """
-    directory = s.tmp / "renewed" / f"{time.monotonic_ns()}" / s.name
-    write_certificate(directory, s.name, age=age, lifetime=lifetime)
-    done = subprocess.run([sys.executable, str(HOOK)], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **s.env, "RENEWED_LINEAGE": str(directory)})
-    assert done.returncode == 0, done.stderr
-    records = {r.to_text() for r in records_for(s.params, load_chain((directory / "fullchain.pem").read_bytes()))}
+    records = s.records(s.deliver(via="hook", lifetime=lifetime, age=age))
     for name in s.tlsa:
         s.wait_until_served(name, records)
     return records
@@ -314,16 +277,6 @@ def tsig_update(s: Scenario, add: tuple[Record, ...] = (), remove: tuple[Record,
     client.update(ZoneUpdate(client.find_zone((add or remove)[0].name), add=add, remove=remove))
 
 
-def poll_status(s: Scenario, until: Any, timeout: float = 15) -> tuple[int, dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        code, doc = status_json(s)
-        if until(doc):
-            return code, doc
-        assert time.monotonic() < deadline, doc
-        time.sleep(0.1)
-
-
 def tree(path: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and p.name != "lock"}
 
@@ -331,16 +284,13 @@ def tree(path: Path) -> dict[str, bytes]:
 def test_steady_after_bootstrap_is_ok_reads_live_dns_changes_nothing_and_needs_no_lock(sandbox, tmp_path):
     name = "st-steady.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}", f"_465._tcp.{name}"])
-    assert s.issue().returncode == 0
-    live = s.records(s.certbot_cert())
-    for tlsa in s.tlsa:
-        s.wait_until_served(tlsa, live)
+    live = s.bootstrapped(lifetime=1825 * DAY)
     before, serial = tree(tmp_path), sandbox.primary.soa_serial("example.org")
     with state.locked(tmp_path / "state", wait=False):  # a deploy run holds the lock: status still answers
         code, doc = status_json(s)
     assert code == 0 and doc["status"] == "OK" and doc["schema_version"] == 1
     lineage = lineage_of(doc, name)
-    assert lineage["phase"] == "steady" and lineage["findings"] == [] and lineage["staged"] is None
+    assert lineage["phase"] == "steady" and findings(lineage) == {} and lineage["staged"] is None
     assert lineage["deployed"]["fingerprint"] == s.state()["deployed"]["fingerprint"]
     assert lineage["deployed"]["subject"] == name and 1800 < lineage["deployed"]["days_left"] < 1830
     assert set(lineage["deployed"]["records"]) == live
@@ -389,7 +339,7 @@ def test_colour_on_a_terminal_unless_no_color(sandbox, tmp_path):
 def test_staged_certificate_waits_for_ttls_with_its_safe_moment_then_is_ready(sandbox, tmp_path):
     name = "st-wait.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=300)
-    old, new = renewed_and_served(s)
+    old, new = s.renewed(foreign=None)
     assert s.cli("deploy").returncode == 0  # starts the gate's clock
     served_at = s.state()["staged"]["served_at"]
     code, doc = status_json(s)
@@ -418,25 +368,22 @@ def test_staged_certificate_waits_for_ttls_with_its_safe_moment_then_is_ready(sa
 def test_ready_to_deploy_once_two_ttls_passed(sandbox, tmp_path):
     name = "st-ready.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=1)
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    s.wait_until_served(s.tlsa[0], old | s.records(s.certbot_cert()))
-    assert s.cli("deploy").returncode == 0
-    code, doc = poll_status(s, lambda d: lineage_of(d)["phase"] == "ready")
-    assert code == 0 and findings(lineage_of(doc)) == {}
+    s.renewed(foreign=None)
+    assert s.deploy().returncode == 0
+    code, doc = s.status()
+    assert (code, lineage_of(doc)["phase"]) == (0, "waiting-for-ttl")
+    s.wait_out_gate()
+    code, doc = s.status()
+    assert code == 0 and lineage_of(doc)["phase"] == "ready" and findings(lineage_of(doc)) == {}
 
 
 def test_lagging_secondary_is_a_warning_naming_it_until_it_catches_up(make_sandbox, tmp_path):
-    box = make_sandbox(secondary=True)
+    box = make_sandbox(secondary=True, pebble=False)
     name = "st-lag.example.org"
     s = Scenario(box, tmp_path, name, [f"_25._tcp.{name}"], deploy_nameservers=box.nameservers)
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    s.wait_until_served(s.tlsa[0], old)
+    old = s.bootstrapped()
     box.secondary.retransfer("example.org")
-    assert s.renew().returncode == 0
-    new = s.records(s.certbot_cert())
+    new = s.records(s.deliver())
     s.wait_until_served(s.tlsa[0], old | new)
 
     code, doc = status_json(s)
@@ -461,11 +408,10 @@ def test_lagging_secondary_is_a_warning_naming_it_until_it_catches_up(make_sandb
 def test_deployed_record_removed_by_hand_is_critical(sandbox, tmp_path):
     name = "st-removed.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}", f"_587._tcp.{name}"])
-    assert s.issue().returncode == 0
-    live = s.records(s.certbot_cert())
+    live = s.bootstrapped(ca=scenario.CA())
     s.add_by_hand(s.tlsa[0], FOREIGN)
     tsig_update(s, remove=tuple(Record(s.tlsa[0].lower() + ".", "TLSA", v) for v in live))
-    sandbox.primary.wait_for(s.tlsa[0], "TLSA", lambda v: len(v) == 1)
+    s.wait_until_exactly(s.tlsa[0], {FOREIGN})
 
     code, doc = status_json(s)
     lineage = lineage_of(doc)
@@ -491,28 +437,27 @@ def test_deployed_record_removed_by_hand_is_critical(sandbox, tmp_path):
 def test_stale_record_left_by_a_refused_retire_is_a_warning_until_a_run_retires_it(sandbox, tmp_path):
     name = "st-stale.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=1)
-    old, new = renewed_and_served(s)
-    assert s.cli("deploy").returncode == 0
-    poll_status(s, lambda d: lineage_of(d)["phase"] == "ready")
+    old, new = s.renewed(foreign=None)
+    assert s.deploy().returncode == 0
+    s.wait_out_gate()
     # The admin tightened update-policy: this run deploys but its retire UPDATE is REFUSED.
     refused = tmp_path / "refused.toml"
     refused.write_text(s.config.read_text().replace(str(sandbox.key.path), str(sandbox.intruder_key.path)))
     refused.chmod(0o600)
-    done = subprocess.run([str(Path(sys.executable).parent / "certbot-dane"), "-c", str(refused), "deploy"],
-                          capture_output=True, text=True, timeout=120)
+    done = s.deploy(config=refused)
     assert done.returncode == 1 and "REFUSED" in done.stderr
     assert s.deployed() == s.certbot_cert()
 
-    code, doc = status_json(s)
+    code, doc = s.status()
     lineage = lineage_of(doc)
     assert code == 1 and findings(lineage) == {"stale-record": "WARNING", "last-run-failed": "WARNING"}
     assert lineage["phase"] == "error" and "REFUSED" in lineage["reason"]
     assert served(lineage, s.tlsa[0]) == {f"127.0.0.1:{sandbox.port}": {**dict.fromkeys(old, "stale"),
                                                                       **dict.fromkeys(new, "deployed")}}
 
-    assert s.cli("deploy").returncode == 0  # with the granted key, the next run retires it
-    sandbox.primary.wait_for(s.tlsa[0], "TLSA", lambda v: len(v) == 1)
-    code, doc = status_json(s)
+    assert s.deploy().returncode == 0  # with the granted key, the next run retires it
+    s.wait_until_exactly(s.tlsa[0], new)
+    code, doc = s.status()
     lineage = lineage_of(doc)
     assert findings(lineage) == {} and code == 0, "a fully successful run clears the last error"
     assert lineage["phase"] == "steady"
@@ -522,9 +467,7 @@ def test_stale_record_left_by_a_refused_retire_is_a_warning_until_a_run_retires_
 def test_unsigned_zone_is_a_dnssec_warning(sandbox, tmp_path):
     name = "st-nosig.unsigned.example"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"])
-    done = s.issue()
-    assert done.returncode == 0, done.stderr
-    s.wait_until_served(s.tlsa[0], s.records(s.certbot_cert()))
+    s.bootstrapped()
     code, doc = status_json(s)
     lineage = lineage_of(doc)
     assert code == 1 and findings(lineage) == {"dnssec-missing": "WARNING"}
@@ -539,12 +482,14 @@ def test_unsigned_zone_is_a_dnssec_warning(sandbox, tmp_path):
 def test_expired_deployed_certificate_is_critical(sandbox, tmp_path):
     name = "st-expired.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], way="hook")
-    hook_stage(s, lifetime=datetime.timedelta(hours=1, seconds=3))  # bootstrap: deployed at once
-    assert s.deployed() is not None
-    code, doc = poll_status(s, lambda d: lineage_of(d)["deployed"]["expired"])  # the certificate's last 3 s pass
+    s.bootstrapped(lifetime=datetime.timedelta(hours=1, seconds=30), age=datetime.timedelta(hours=1))
+    code, doc = s.status()
+    assert (code, findings(lineage_of(doc))) == (1, {"expires-soon": "WARNING"})
+    s.clock.advance(31)  # the certificate's last 30 s pass
+    code, doc = s.status()
     lineage = lineage_of(doc)
     assert code == 2 and findings(lineage) == {"deployed-expired": "CRITICAL"}
-    assert lineage["deployed"]["days_left"] <= 0 and lineage["phase"] == "steady"
+    assert lineage["deployed"]["expired"] and lineage["deployed"]["days_left"] <= 0 and lineage["phase"] == "steady"
 
 
 def test_deployed_certificate_close_to_expiry_is_a_warning(sandbox, tmp_path):
@@ -575,20 +520,17 @@ def test_deployed_but_unverified_after_a_kill_then_error_when_the_reload_fails(s
     flag = tmp_path / "broken"
     reload = f"sh -c 'if [ -e {flag} ]; then echo postfix: fatal: boom >&2; exit 3; fi'"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=1, reload=[reload])
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    s.wait_until_served(s.tlsa[0], old | s.records(s.certbot_cert()))
-    assert s.cli("deploy").returncode == 0
-    poll_status(s, lambda d: lineage_of(d)["phase"] == "ready")
-    assert s.cli("deploy", env={"CERTBOT_DANE_FAULT": "after-reload"}).returncode == 137
-    code, doc = status_json(s)
+    s.renewed(foreign=None)
+    assert s.deploy().returncode == 0
+    s.wait_out_gate()
+    assert s.killed_at("after-reload") == 137
+    code, doc = s.status()
     assert code == 0 and lineage_of(doc)["phase"] == "unverified"
     assert lineage_of(doc)["deployed"]["fingerprint"] == s.state()["deployed"]["fingerprint"]
 
     flag.touch()
-    assert s.cli("deploy").returncode == 1
-    code, doc = status_json(s)
+    assert s.deploy().returncode == 1
+    code, doc = s.status()
     lineage = lineage_of(doc)
     assert code == 1 and lineage["phase"] == "error" and "boom" in lineage["reason"]
     assert findings(lineage) == {"last-run-failed": "WARNING"}
@@ -633,14 +575,14 @@ def test_lineage_option_narrows_and_bad_input_is_unknown(sandbox, tmp_path):
 def test_pending_shows_what_the_next_deploy_run_would_do_then_nothing(sandbox, tmp_path):
     name = "st-pending.example.org"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], ttl=300)
-    old, new = renewed_and_served(s)
+    old, new = s.renewed(foreign=None)
     (value,) = new
     client = DnsClient(load(s.config).dns)                   # someone removes our staged record by hand
     client.update(ZoneUpdate(client.find_zone(s.tlsa[0]), remove=(Record(s.tlsa[0], "TLSA", value),)))
-    s.wait_until_served(s.tlsa[0], old)
+    s.wait_until_exactly(s.tlsa[0], old)
     code, doc = status_json(s)
     assert lineage_of(doc)["pending"] == [f"publish {s.tlsa[0]}. TLSA {value[:14]}.."]
     assert f"next run  publish {s.tlsa[0]}. TLSA {value[:14]}.." in s.cli("status").stdout
-    assert s.cli("deploy").returncode == 0
+    assert s.deploy().returncode == 0
     code, doc = status_json(s)
     assert lineage_of(doc)["pending"] == [] and s.tlsa_on(s.tlsa[0]) == old | new
