@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from certbot_dane import boot, certificate, certstore, plan, rollover, schedule, services, state, timer, verify, zone
+from certbot_dane import boot, certificate, certstore, plan, rollover, services, state, verify, zone
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
-from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed, WakeError
+from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for, served_leaf_matches
@@ -58,9 +58,6 @@ class Rollout:
     uptime: Callable[[], rollover.Uptime] = boot.uptime
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
-    gates: dict[str, rollover.Gate] = field(default_factory=dict)  # this run's gate per staged lineage
-    wake: schedule.Wake | None = None  # when the next run must happen (deploy_all with `wake`)
-    wake_error: str | None = None      # why it could not be armed
     _owners: dict[str, str] = field(default_factory=dict, repr=False)
     _primary: dict[str, Answer] = field(default_factory=dict, repr=False)  # owner -> answer, until we change it
 
@@ -195,7 +192,6 @@ class Rollout:
         for name, (lineage, st) in staged.items():
             result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now(), self.uptime(),
                                    lineage.min_wait)
-            self.gates[name] = result
             for lag in result.lagging:
                 self.say(name, f"lagging: {lag}")
             st = self.save(rollover.with_gate(st, result, self.now()))
