@@ -5,19 +5,23 @@ from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from cryptography import x509
 
 from certbot_dane import dnssec, rollover
-from certbot_dane.config import Endpoint, LineageSettings
+from certbot_dane.config import Endpoint, LineageSettings, StatusSettings
 from certbot_dane.dnssec import Verdict
 from certbot_dane.records import Answer
 from certbot_dane.rollover import Gate, LineageState
-from certbot_dane.tlsa import TlsaRecord
+from certbot_dane.tlsa import TlsaRecord, association_data
 
 SCHEMA_VERSION = 1
 OVERDUE = 300.0          # seconds a ready deploy may wait (the timer runs every 30 s) before it is "overdue"
 EXPIRY_WARNING_DAYS = 14
+MAX_RRSET = 12           # some large receivers stop reading a TLSA RRset after this many records
 
 PHASES = {
     "new": "nothing deployed",
@@ -86,6 +90,30 @@ class Served:
     values: frozenset[str]
     ttl: int | None
     dnssec: Verdict
+    rrsig_expires: float | None = None  # the earliest expiration of the RRSIGs over the RRset
+
+
+@dataclass(frozen=True)
+class SenderAnswer:
+    """A sender's view of one TLSA name: what a validating resolver answers (after its cache and CNAMEs)."""
+
+    resolver: str
+    asked: str                 # the configured name (the resolver follows its CNAMEs)
+    rcode: str | None          # None: the resolver did not answer (`error` says why)
+    values: frozenset[str] = frozenset()
+    secure: bool = False       # the AD bit: the resolver validated the answer
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Presented:
+    """What one address of one endpoint presented in a TLS handshake (STARTTLS where the scheme says so)."""
+
+    target: str                # scheme://host:port
+    name: str                  # the TLSA name a sender asks for it: _port._tcp.host.
+    address: str
+    chain: tuple[bytes, ...] = ()  # DER, leaf first; empty when the handshake failed
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +132,9 @@ class Observed:
     zone_of: Mapping[str, str]
     tlsa: Mapping[str, Mapping[Endpoint, Served]]
     zones: Mapping[str, Mapping[Endpoint, ZoneAnswer]]
+    sender: Mapping[str, SenderAnswer] = field(default_factory=dict)  # per owner name (after CNAMEs)
+    endpoints: Mapping[str, tuple[Presented, ...]] = field(default_factory=dict)  # per lineage
+    owner_of: Mapping[str, str] = field(default_factory=dict)  # configured TLSA name -> owner, where they differ
 
 
 # -- the report (what assess() returns) ----------------------------------------------------
@@ -135,6 +166,7 @@ class ServerView:
     soa_serial: int | None
     records: tuple[RecordView, ...]
     dnssec: Verdict
+    rrsig_expires: float | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +198,18 @@ class ZoneView:
 
 
 @dataclass(frozen=True)
+class EndpointView:
+    """The verdict on one address of one endpoint: the certificate it presents, the record that matched it."""
+
+    target: str
+    address: str
+    status: Severity
+    fingerprint: str | None    # SHA-256 of the leaf presented (None: no handshake)
+    matched: str | None        # the published TLSA record that matched the chain, if any
+    text: str
+
+
+@dataclass(frozen=True)
 class LineageReport:
     """Everything status says about one lineage."""
 
@@ -180,6 +224,9 @@ class LineageReport:
     dnssec: str
     findings: tuple[Finding, ...]
     pending: tuple[str, ...] = ()  # what the next `certbot-dane deploy` run's plans would do
+    sender: tuple[SenderAnswer, ...] = ()
+    endpoints: tuple[EndpointView, ...] = ()
+    advice: tuple[str, ...] = ()  # suggestions that change no status
 
     @property
     def status(self) -> Severity:
@@ -202,7 +249,7 @@ class Report:
 
 # -- assess: pure ------------------------------------------------------------------------
 def assess(lineage: LineageSettings, local: Local, observed: Observed, now: float,
-           uptime: rollover.Uptime | None = None) -> LineageReport:
+           uptime: rollover.Uptime | None = None, settings: StatusSettings | None = None) -> LineageReport:
     """Phase, record classification and findings of one lineage, from values only (no I/O)."""
     deployed, staged = local.deployed, local.staged
     st = rollover.reconcile(local.state, deployed.fingerprint if deployed else None)
@@ -210,12 +257,18 @@ def assess(lineage: LineageSettings, local: Local, observed: Observed, now: floa
     phase, reason, safe_at = _phase(st, gate)
     names = tuple(_name_view(name, st, deployed, staged, observed) for name in lineage.tlsa)
     zones = tuple(_zone_view(z, observed) for z in dict.fromkeys(observed.zone_of[n] for n in lineage.tlsa))
+    sender = tuple(observed.sender[n] for n in dict.fromkeys(lineage.tlsa) if n in observed.sender)
+    endpoints = tuple(_endpoint_view(p, observed, deployed) for p in observed.endpoints.get(lineage.name, ()))
     findings = [*_cert_findings(st, deployed, now), *_dns_findings(st, deployed, names, zones),
-                *_rollover_findings(lineage, st, staged, gate, observed, now)]
+                *_rollover_findings(lineage, st, staged, gate, observed, now),
+                *_slow_findings(lineage, deployed, names, observed, now, settings or StatusSettings()),
+                *_sender_findings(sender, deployed, st), *_endpoint_findings(endpoints)]
     findings.sort(key=lambda f: -f.severity)
     verdicts = [s.dnssec for z in zones for s in z.servers] + [s.dnssec for n in names for s in n.servers]
     return LineageReport(lineage.name, phase, reason, safe_at, deployed, staged, names, zones,
-                         dnssec.worst(verdicts), tuple(findings))
+                         dnssec.worst(verdicts), tuple(f for f in findings if f.severity > Severity.OK),
+                         sender=sender, endpoints=endpoints,
+                         advice=tuple(f.text for f in findings if f.severity == Severity.OK))
 
 
 def _for_gate(names: Iterable[str], observed: Observed) -> rollover.Observation:
@@ -258,7 +311,8 @@ def _name_view(name: str, st: LineageState, deployed: CertView | None, staged: C
                         for v in sorted(answer.values))
         zone_answer = observed.zones[zone].get(server)
         servers.append(ServerView(str(server), answer.rcode, answer.ttl,
-                                  zone_answer.serial if zone_answer else None, records, answer.dnssec))
+                                  zone_answer.serial if zone_answer else None, records, answer.dnssec,
+                                  answer.rrsig_expires))
     return NameView(name, zone, tuple(servers))
 
 
@@ -379,6 +433,129 @@ def _rollover_findings(lineage: LineageSettings, st: LineageState, staged: CertV
                                  f"the staged certificate {staged.fingerprint[:16]} expires {iso(staged.not_after)}, "
                                  f"before it can be deployed (at the earliest {iso(earliest)}): renew now"))
     return found
+
+
+def _slow_findings(lineage: LineageSettings, deployed: CertView | None, names: Sequence[NameView],
+                   observed: Observed, now: float, settings: StatusSettings) -> list[Finding]:
+    """What goes wrong slowly: signatures running out, servers drifting apart, RRsets growing, CAs rotating."""
+    found: list[Finding] = []
+    horizon = settings.rrsig_warning_days * 86400
+    for view in names:
+        answers = observed.tlsa[view.name]
+        for server, answer in sorted(answers.items(), key=lambda kv: str(kv[0])):
+            expires = answer.rrsig_expires
+            if expires is not None and now < expires < now + horizon:
+                found.append(Finding(Severity.WARNING, "rrsig-expiring",
+                                     f"{server}: the RRSIG over {view.name} TLSA expires {iso(expires)} (in "
+                                     f"{(expires - now) / 86400:.1f} days): is the zone still being re-signed?"))
+            if len(answer.values) > MAX_RRSET:
+                found.append(Finding(Severity.WARNING, "rrset-large",
+                                     f"{server} serves {len(answer.values)} TLSA records at {view.name}: some "
+                                     f"large receivers read only the first {MAX_RRSET}"))
+        serials = {s.soa_serial for s in view.servers}
+        served = {frozenset(a.values) for a in answers.values() if a.rcode == "NOERROR" or a.rcode == "NXDOMAIN"}
+        if len(serials) == 1 and len(served) > 1:
+            found.append(Finding(Severity.WARNING, "servers-differ",
+                                 f"the servers of {view.zone} serve different TLSA RRsets at {view.name} under the "
+                                 f"same SOA serial {next(iter(serials))}: " + "; ".join(
+                                     f"{s.server}: {', '.join(short(r.value) for r in s.records) or 'none'}"
+                                     for s in view.servers)))
+        if deployed is not None and any(p.usage == 2 for p in lineage.params):
+            rotated = sorted({r.value for s in view.servers for r in s.records
+                              if r.value.startswith("2 ") and not r.accepts_deployed
+                              and r.match in ("stale", "foreign")})
+            found += [Finding(Severity.WARNING, "ca-mismatch",
+                              f"{view.name} {short(value)} matches no CA certificate in the deployed chain: did the "
+                              "CA rotate its intermediate? Senders relying on it fail once the other records go")
+                      for value in rotated]
+    if lineage.params and all(p.usage == 3 and p.selector == 0 for p in lineage.params):
+        found.append(Finding(Severity.OK, "advice-spki",
+                             "every record of this lineage is 3 0 x (the whole certificate), so each "
+                             "renewal waits 2 x TTL; 3 1 1 with certbot --reuse-key keeps the key, and renewals "
+                             "deploy at once"))
+    return found
+
+
+def _sender_findings(sender: Sequence[SenderAnswer], deployed: CertView | None, st: LineageState) -> list[Finding]:
+    """A validating resolver's answers, as senders get them after caches."""
+    found: list[Finding] = []
+    live = deployed is not None or st.deployed is not None
+    accepted = deployed.accepts if deployed else frozenset(st.deployed.records if st.deployed else ())
+    for view in sender:
+        where = f"resolver {view.resolver} for {view.asked} TLSA"
+        if view.rcode is None:
+            found.append(Finding(Severity.WARNING, "resolver-unreachable", f"{where}: no answer: {view.error}"))
+        elif view.rcode == "SERVFAIL":
+            found.append(Finding(Severity.CRITICAL, "resolver-bogus",
+                                 f"{where}: SERVFAIL: the validating resolver finds the answer bogus (or cannot "
+                                 "reach the servers); DANE senders defer mail"))
+        elif view.rcode not in ("NOERROR", "NXDOMAIN"):
+            found.append(Finding(Severity.WARNING, "resolver-error", f"{where}: {view.rcode}"))
+        elif not view.secure:
+            found.append(Finding(Severity.WARNING, "resolver-insecure",
+                                 f"{where}: answered without the AD bit: senders behind it do not use DANE (is it "
+                                 "validating, with a trust anchor for the zone?)"))
+        elif live and view.values and not view.values & accepted:
+            found.append(Finding(Severity.CRITICAL, "resolver-unmatched",
+                                 f"{where}: none of the {len(view.values)} record(s) senders get match the deployed "
+                                 "certificate: DANE-validating senders fail now"))
+        elif live and not view.values:
+            found.append(Finding(Severity.WARNING, "resolver-no-tlsa",
+                                 f"{where}: no TLSA records: senders do not use DANE for this service"))
+    return found
+
+
+def _endpoint_view(seen: Presented, observed: Observed, deployed: CertView | None) -> EndpointView:
+    """Match the chain an address presented against the records every authoritative server publishes."""
+    owner = observed.owner_of.get(seen.name, seen.name)
+    if seen.error is not None or not seen.chain:
+        return EndpointView(seen.target, seen.address, Severity.WARNING, None, None,
+                            f"{seen.target} at {seen.address}: {seen.error or 'no certificate presented'}")
+    answers = [a.values for a in observed.tlsa.get(owner, {}).values()]
+    published = frozenset.intersection(*answers) if answers else frozenset()
+    leaf_fp = _fingerprint(seen.chain[0])
+    matched = next((v for v in sorted(published) if _matches(v, seen.chain)), None)
+    where = f"{seen.target} at {seen.address}"
+    if matched is None:
+        return EndpointView(seen.target, seen.address, Severity.CRITICAL, leaf_fp, None,
+                            f"{where} presents certificate {leaf_fp[:16]}, which matches none of the "
+                            f"{len(published)} TLSA record(s) every server publishes at {owner}: DANE senders "
+                            "defer mail to this address")
+    if deployed is not None and leaf_fp != deployed.fingerprint:
+        return EndpointView(seen.target, seen.address, Severity.CRITICAL, leaf_fp, matched,
+                            f"{where} presents certificate {leaf_fp[:16]}, not the deployed "
+                            f"{deployed.fingerprint[:16]} (not reloaded? another host behind this address?); it "
+                            f"still matches {short(matched)}, until that record is retired")
+    return EndpointView(seen.target, seen.address, Severity.OK, leaf_fp, matched,
+                        f"{where} presents the deployed certificate, matching {short(matched)}")
+
+
+def _endpoint_findings(endpoints: Sequence[EndpointView]) -> list[Finding]:
+    codes = {Severity.WARNING: "endpoint-unreachable"}
+    return [Finding(e.status, codes.get(e.status, "endpoint-stale" if e.matched else "endpoint-unmatched"), e.text)
+            for e in endpoints if e.status != Severity.OK]
+
+
+def _fingerprint(der: bytes) -> str:
+    return hashlib.sha256(der).hexdigest()
+
+
+def _matches(value: str, chain: Sequence[bytes]) -> bool:
+    """Whether a TLSA record matches a presented chain as an SMTP client uses it (RFC 7672 §3.1: only
+    DANE-EE(3) against the leaf and DANE-TA(2) against a CA certificate the server sent)."""
+    try:
+        record = TlsaRecord.from_text(value)
+    except ValueError:
+        return False
+    targets = chain[:1] if record.usage == 3 else chain[1:] if record.usage == 2 else ()
+    for der in targets:
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError:
+            continue
+        if association_data(cert, record.selector, record.mtype) == record.cert:
+            return True
+    return False
 
 
 def _behind(serial: int, other: int) -> bool:

@@ -30,11 +30,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_PATH = Path("/etc/certbot-dane/certbot-dane.toml")
 ENV_VAR = "CERTBOT_DANE_CONFIG"
 
-_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "monitor_group", "dns", "lineage"}
+_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "monitor_group", "dns", "lineage", "status"}
 _DNS_KEYS = {
     "server", "port", "key_file", "key_name", "key_secret", "key_algorithm",
     "nameservers", "timeout", "propagation_timeout",
 }
+_STATUS_KEYS = {"resolver", "rrsig_warning_days", "endpoint_timeout"}
 _LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "verify_address", "key_group", "min_wait"}
 _VERIFY_SCHEMES = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993,
                    "pop3": 110, "pop3s": 995, "https": 443}
@@ -113,6 +114,17 @@ class LineageSettings:
 
 
 @dataclass(frozen=True)
+class StatusSettings:
+    """What `status` checks beyond the authoritative servers (the `[status]` table)."""
+
+    #: the validating resolver that shows the sender's view: an address, "system" (the first
+    #: nameserver of /etc/resolv.conf) or None ("none": no sender's view)
+    resolver: Endpoint | str | None = "system"
+    rrsig_warning_days: float = 3.0  # WARNING when a TLSA RRSIG expires within this many days
+    endpoint_timeout: float = 10.0   # seconds one TLS check of one address may take
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything certbot-dane reads from its configuration file."""
 
@@ -124,6 +136,7 @@ class Config:
     letsencrypt_dir: Path = Path("/etc/letsencrypt")
     # gid that may read the state directory and staged certificates: `status` as a monitoring user
     monitor_group: int | None = field(default=None, kw_only=True)
+    status: StatusSettings = field(default_factory=StatusSettings)
 
 
 def default_path() -> Path:
@@ -202,6 +215,7 @@ class _Parser:
         letsencrypt_dir = self.path_value(data, "letsencrypt_dir", "/etc/letsencrypt")
         monitor_group = self.group("monitor_group", data.get("monitor_group"))
         dns = self.dns(self.table(data, "dns", required=True))
+        status = self.status(self.table(data, "status"))
         lineages = {}
         for name, table in self.table(data, "lineage").items():
             lineage = self.lineage(name, table)
@@ -211,7 +225,31 @@ class _Parser:
             lines = "\n  ".join(self.problems)
             raise ConfigError(f"{self.path}: {len(self.problems)} problem(s):\n  {lines}")
         assert dns is not None
-        return Config(self.path, state_dir, deploy_dir, dns, lineages, letsencrypt_dir, monitor_group=monitor_group)
+        return Config(self.path, state_dir, deploy_dir, dns, lineages, letsencrypt_dir, status,
+                      monitor_group=monitor_group)
+
+    def status(self, table: dict[str, Any]) -> StatusSettings:
+        self.unknown(table, _STATUS_KEYS, "status.")
+        resolver: Endpoint | str | None = "system"
+        given = table.get("resolver", "system")
+        if given == "none":
+            resolver = None
+        elif given != "system":
+            try:
+                host, port = split_host_port(given) if isinstance(given, str) else ("", None)
+                if not host:
+                    raise ValueError("not a string")
+                resolver = Endpoint(host, port or 53)
+            except ValueError as err:
+                self.problem("status.resolver", f"{given!r}: {err}; give ADDRESS[:PORT], \"system\" or \"none\"")
+        numbers = {}
+        for key, default in (("rrsig_warning_days", 3.0), ("endpoint_timeout", 10.0)):
+            value = table.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                self.problem(f"status.{key}", f"must be a positive number, not {value!r}")
+                value = default
+            numbers[key] = float(value)
+        return StatusSettings(resolver, numbers["rrsig_warning_days"], numbers["endpoint_timeout"])
 
     def unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
         for key in table:

@@ -173,6 +173,28 @@ def _transact(address: str, port: int, request: dns.message.Message, timeout: fl
         return _receive(sock, length, deadline)
 
 
+def _answer(response: dns.message.Message, name: str, rdtype: str) -> Answer:
+    """The RRset at name/type in a response, following the CNAME chain it holds; any rcode but
+    NOERROR/NXDOMAIN as an Answer with no values."""
+    rcode = dns.rcode.to_text(response.rcode())
+    secure = bool(response.flags & dns.flags.AD)
+    if rcode not in ("NOERROR", "NXDOMAIN"):
+        return Answer(rcode, frozenset())
+    owner, wanted = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
+    alias: str | None = None
+    for _ in range(MAX_CHAIN):
+        rrset = _rrset(response, owner, wanted)
+        if rrset is not None:
+            return Answer(rcode, frozenset(value_text(r) for r in rrset), rrset.ttl, alias, secure)
+        cname = _rrset(response, owner, dns.rdatatype.CNAME)
+        if cname is None or wanted == dns.rdatatype.CNAME:
+            break
+        owner = next(iter(cname)).target
+        if alias is None:
+            alias = owner.to_text().lower()
+    return Answer(rcode, frozenset(), None, alias, secure)
+
+
 def _shown(items: Sequence[str]) -> str:
     """The first few items, then how many more."""
     more = f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
@@ -261,23 +283,17 @@ class DnsClient:
         """
         request = dns.message.make_query(name, rdtype)
         request.flags &= ~dns.flags.RD
-        response = self._exchange(server, request, f"query {name} {rdtype}")
-        rcode = dns.rcode.to_text(response.rcode())
-        if rcode not in ("NOERROR", "NXDOMAIN"):
-            return Answer(rcode, frozenset())
-        owner, wanted = dns.name.from_text(name), dns.rdatatype.from_text(rdtype)
-        alias: str | None = None
-        for _ in range(MAX_CHAIN):
-            rrset = _rrset(response, owner, wanted)
-            if rrset is not None:
-                return Answer(rcode, frozenset(value_text(r) for r in rrset), rrset.ttl, alias)
-            cname = _rrset(response, owner, dns.rdatatype.CNAME)
-            if cname is None or wanted == dns.rdatatype.CNAME:
-                break
-            owner = next(iter(cname)).target
-            if alias is None:
-                alias = owner.to_text().lower()
-        return Answer(rcode, frozenset(), None, alias)
+        return _answer(self._exchange(server, request, f"query {name} {rdtype}"), name, rdtype)
+
+    def resolve(self, resolver: Endpoint, name: str, rdtype: str) -> Answer:
+        """Ask a recursive, validating resolver, as a DANE sender does (RD, DO and AD set): the answer
+        after its cache and the CNAME chain, `secure` when it validated the answer (AD bit).
+
+        A validating resolver answers SERVFAIL for a bogus RRset (RFC 4035 §5.5).
+        """
+        request = dns.message.make_query(name, rdtype, want_dnssec=True)
+        request.flags |= dns.flags.AD
+        return _answer(self._exchange(resolver, request, f"resolver query {name} {rdtype}"), name, rdtype)
 
     def query_dnssec(self, server: Endpoint, name: str, rdtype: str) -> SignedAnswer:
         """Ask `server` for name/type with the DO bit, without recursion, over TCP: the RRset and its RRSIGs."""

@@ -87,6 +87,7 @@ class Answer:
     values: frozenset[str]
     ttl: int | None = None
     alias: str | None = None
+    secure: bool = False  # a validating resolver vouched for it (the AD bit); authoritative answers never set it
 
     @property
     def definite(self) -> bool:

@@ -14,13 +14,17 @@ JSON schema, version 1 (docs/status-json.md has the full description; fields are
         "deployed": CERT | null, "staged": CERT | null,
         "names": [{"name": FQDN, "zone": FQDN, "servers": [{"server": "HOST:PORT", "rcode": TEXT,
                    "ttl": INT | null, "soa_serial": INT | null,
-                   "dnssec": {"status": "valid|unsigned|bogus|none", "reason": TEXT},
+                   "dnssec": {"status": "valid|unsigned|bogus|none", "reason": TEXT}, "rrsig_expires": ISO | null,
                    "records": [{"value": "3 0 1 HEX", "match": "deployed|staged|previous|stale|foreign",
                                 "accepts_deployed": BOOL}]}]}],
         "zones": [{"zone": FQDN, "signed": BOOL, "servers": [{"server": ..., "rcode": TEXT,
                    "soa_serial": INT | null, "dnssec": {...}}]}],
-        "findings": [{"severity": "CRITICAL|WARNING", "code": CODE, "text": TEXT}],
-        "pending": [TEXT, ...]}]}
+        "findings": [{"severity": "CRITICAL|WARNING", "code": CODE, "text": TEXT}], "advice": [TEXT, ...],
+        "pending": [TEXT, ...],
+        "sender": [{"resolver": "HOST:PORT", "name": FQDN, "rcode": TEXT | null, "secure": BOOL,
+                    "records": ["3 0 1 HEX", ...], "error": TEXT | null}],
+        "endpoints": [{"endpoint": URL, "address": ADDRESS, "status": "OK|WARNING|CRITICAL",
+                       "fingerprint": HEX | null, "matched": "3 0 1 HEX" | null, "text": TEXT}]}]}
     CERT = {"fingerprint": HEX, "subject": TEXT, "serial": HEX, "not_after": ISO,
             "days_left": FLOAT, "expired": BOOL, "records": ["3 0 1 HEX", ...]}
 """
@@ -33,12 +37,27 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
-from certbot_dane import boot, certificate, certstore, config, dnssec, plan, rollover, state, zone
-from certbot_dane.assessment import CertView, Local, Observed, Report, Served, Severity, ZoneAnswer, assess
+import dns.exception
+import dns.resolver
+
+from certbot_dane import boot, certificate, certstore, config, dnssec, plan, rollover, state, verify, zone
+from certbot_dane.assessment import (
+    CertView,
+    Local,
+    Observed,
+    Presented,
+    Report,
+    SenderAnswer,
+    Served,
+    Severity,
+    ZoneAnswer,
+    assess,
+)
 from certbot_dane.certstore import CertStore
-from certbot_dane.config import Config, Endpoint, LineageSettings
+from certbot_dane.config import Config, Endpoint, LineageSettings, StatusSettings, VerifyTarget
 from certbot_dane.dnsclient import DnsClient, value_text
 from certbot_dane.dnssec import SignedAnswer, Verdict
 from certbot_dane.errors import ConfigError, DaneError, StateError
@@ -126,6 +145,7 @@ def _served(zone_: str, answer: SignedAnswer, served_zone: ZoneAnswer, keys: Sig
             validated: dict[tuple[str, ...], Verdict]) -> Served:
     rrset, sigs = answer.rrset, answer.sigs
     values = frozenset(value_text(r) for r in rrset) if rrset is not None else frozenset()
+    expires = min((float(sig.expiration) for sig in sigs), default=None) if sigs is not None else None
     if keys is None:
         verdict = served_zone.dnssec
     else:
@@ -133,7 +153,7 @@ def _served(zone_: str, answer: SignedAnswer, served_zone: ZoneAnswer, keys: Sig
         if seen not in validated:
             validated[seen] = dnssec.check_rrset(zone_, rrset, sigs, keys.rrset, now)
         verdict = validated[seen]
-    return Served(answer.rcode, values, rrset.ttl if rrset is not None else None, verdict)
+    return Served(answer.rcode, values, rrset.ttl if rrset is not None else None, verdict, expires)
 
 
 def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient | None = None,
@@ -142,18 +162,95 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
     given_now, now = now, time.time() if now is None else now
     client = client or DnsClient(cfg.dns)
     owners = zone.owners(client, dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
+    senders = sender_view(client, cfg.status, {n: o for n, (o, _) in owners.items()}, workers)
+    endpoints = presented(client, cfg.status, lineages, workers)
     # a CNAME'd TLSA name is reported (and assessed) where its RRset lives, as senders see it
     lineages = [dataclasses.replace(lineage, tlsa=tuple(dict.fromkeys(owners[n][0] for n in lineage.tlsa)))
                 for lineage in lineages]
     found = {lineage.name: local(cfg, lineage) for lineage in lineages}
-    observed = gather(client, lineages, now, workers)
+    observed = dataclasses.replace(gather(client, lineages, now, workers), sender=senders, endpoints=endpoints,
+                                   owner_of={n: o for n, (o, _) in owners.items() if n != o})
     # deploy runs count the gate's wait in this host's uptime; a caller's own `now` is the wall clock only
     up = boot.uptime() if given_now is None else None
-    reports = [assess(lineage, found[lineage.name], observed, now, up) for lineage in lineages]
+    reports = [assess(lineage, found[lineage.name], observed, now, up, cfg.status) for lineage in lineages]
     steps = pending(cfg, client, lineages, found, observed, now)
     return Report(now, tuple(dataclasses.replace(r, pending=steps[r.lineage] + (
         (f"deploy certificate {r.staged.fingerprint[:16]}",) if r.phase == "ready" and r.staged else ()))
         for r in reports))
+
+
+def system_resolver() -> Endpoint | None:
+    """The first nameserver of /etc/resolv.conf (what the machine's own MTA asks), if any."""
+    try:
+        found = dns.resolver.Resolver(configure=True).nameservers
+    except dns.exception.DNSException:
+        return None
+    return Endpoint(str(found[0]), 53) if found else None
+
+
+def sender_view(client: DnsClient, settings: StatusSettings, owners: Mapping[str, str],
+                workers: int = WORKERS) -> dict[str, SenderAnswer]:
+    """What a validating resolver answers for each configured TLSA name, keyed by where its RRset lives."""
+    resolver = system_resolver() if settings.resolver == "system" else settings.resolver
+    if settings.resolver is None:
+        return {}
+    if not isinstance(resolver, Endpoint):
+        return {owner: SenderAnswer("system", name, None, error="no nameserver in /etc/resolv.conf")
+                for name, owner in owners.items()}
+    replies = zone.resolve(client, [(resolver, name, "TLSA") for name in owners], workers)
+    found: dict[str, SenderAnswer] = {}
+    for (_, name, _), reply in replies.items():
+        view = SenderAnswer(str(resolver), name, reply.rcode, reply.values, reply.secure) \
+            if isinstance(reply, Answer) else SenderAnswer(str(resolver), name, None, error=reply.reason)
+        found.setdefault(owners[name], view)
+    return found
+
+
+def presented(client: DnsClient, settings: StatusSettings, lineages: Sequence[LineageSettings],
+              workers: int = WORKERS) -> dict[str, tuple[Presented, ...]]:
+    """A TLS handshake with every address of every endpoint the lineages name in `verify`, in parallel.
+
+    A host's addresses (A and AAAA) come from the validating resolver when one is configured (as a
+    sender finds them), else from the primary; `verify_address` pins one address instead.
+    """
+    resolver = system_resolver() if settings.resolver == "system" else settings.resolver
+    jobs: list[tuple[str, VerifyTarget, str]] = []
+    failed: dict[str, list[Presented]] = {}
+    for lineage in lineages:
+        for target in lineage.verify:
+            name = f"_{target.port}._tcp.{target.host.lower().rstrip('.')}."
+            if lineage.verify_address:
+                jobs.append((lineage.name, target, lineage.verify_address))
+                continue
+            addresses, why = _addresses(client, resolver if isinstance(resolver, Endpoint) else None, target.host)
+            jobs += [(lineage.name, target, address) for address in addresses]
+            if not addresses:
+                failed.setdefault(lineage.name, []).append(Presented(str(target), name, "-", error=why))
+
+    def handshake(job: tuple[str, VerifyTarget, str]) -> Presented:
+        _, target, address = job
+        name = f"_{target.port}._tcp.{target.host.lower().rstrip('.')}."
+        try:
+            return Presented(str(target), name, address, verify.served_chain(
+                target, address, timeout=settings.endpoint_timeout))
+        except DaneError as err:
+            return Presented(str(target), name, address, error=str(err))
+
+    found: dict[str, list[Presented]] = failed
+    if jobs:
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+            for job, seen in zip(jobs, pool.map(handshake, jobs), strict=True):
+                found.setdefault(job[0], []).append(seen)
+    return {name: tuple(views) for name, views in found.items()}
+
+
+def _addresses(client: DnsClient, resolver: Endpoint | None, host: str) -> tuple[list[str], str]:
+    """Every A and AAAA address of `host`, and why there are none."""
+    questions = [(resolver or client.settings.server, host.rstrip(".") + ".", t) for t in ("A", "AAAA")]
+    replies = (zone.resolve if resolver else zone.ask)(client, questions)
+    addresses = sorted(v for r in replies.values() if isinstance(r, Answer) for v in r.values)
+    why = "; ".join(r.describe() for r in replies.values()) or "no address"
+    return addresses, f"no A or AAAA address for {host} ({why})"
 
 
 def pending(cfg: Config, client: DnsClient, lineages: Sequence[LineageSettings], found: dict[str, Local],

@@ -33,6 +33,7 @@ def to_json(rep: Report) -> dict[str, Any]:
             "names": [{"name": n.name, "zone": n.zone, "servers": [
                 {"server": s.server, "rcode": s.rcode, "ttl": s.ttl, "soa_serial": s.soa_serial,
                  "dnssec": _verdict(s.dnssec),
+                 "rrsig_expires": iso(s.rrsig_expires) if s.rrsig_expires is not None else None,
                  "records": [{"value": r.value, "match": r.match, "accepts_deployed": r.accepts_deployed}
                              for r in s.records]} for s in n.servers]} for n in lr.names],
             "zones": [{"zone": z.zone, "signed": z.signed, "servers": [
@@ -40,6 +41,11 @@ def to_json(rep: Report) -> dict[str, Any]:
                 for s in z.servers]} for z in lr.zones],
             "findings": [{"severity": f.severity.name, "code": f.code, "text": f.text} for f in lr.findings],
             "pending": list(lr.pending),
+            "sender": [{"resolver": v.resolver, "name": v.asked, "rcode": v.rcode, "secure": v.secure,
+                        "records": sorted(v.values), "error": v.error} for v in lr.sender],
+            "advice": list(lr.advice),
+            "endpoints": [{"endpoint": e.target, "address": e.address, "status": e.status.name,
+                           "fingerprint": e.fingerprint, "matched": e.matched, "text": e.text} for e in lr.endpoints],
         } for lr in rep.lineages],
     }
 
@@ -90,6 +96,13 @@ def to_text(rep: Report, colour: bool = False) -> str:
                 served = ", ".join(f"{short(r.value)} {c(r.match)}" for r in s.records) or s.rcode.lower()
                 lines.append(f"    {s.server:<{width}}  soa {s.soa_serial if s.soa_serial is not None else '-'}  "
                              f"ttl {s.ttl if s.ttl is not None else '-'}  {served}")
+        for v in lr.sender:
+            seen = (", ".join(short(r) for r in sorted(v.values)) or "no records") if v.rcode == "NOERROR" else \
+                (v.rcode or f"no answer: {v.error}")
+            lines.append(f"  {'sender':<9} {v.asked} via {v.resolver}: {seen}"
+                         + (" (validated)" if v.secure else " (NOT validated)" if v.rcode else ""))
+        lines += [f"  {'endpoint':<9} {c(e.status.name)} {e.text}" for e in lr.endpoints]
         lines += [f"  {c(f'{f.severity.name:<8}', f.severity.name)} {f.text}" for f in lr.findings]
+        lines += [f"  {'advice':<9} {text}" for text in lr.advice]
         lines += [f"  {'next run' if i == 0 else '':<9} {step}" for i, step in enumerate(lr.pending)]
     return "\n".join(lines)

@@ -124,6 +124,13 @@ def served_certificate(target: VerifyTarget, address: str | None = None, *, time
     `address` connects there instead of resolving target.host (SNI is still target.host).
     VerifyFailed names the endpoint and the cause; the whole check takes at most `timeout` seconds.
     """
+    return served_chain(target, address, timeout=timeout)[0]
+
+
+def served_chain(target: VerifyTarget, address: str | None = None, *,
+                 timeout: float = TIMEOUT) -> tuple[bytes, ...]:
+    """DER of every certificate the endpoint presents, leaf first, as a DANE client sees them
+    (`served_certificate` for the rest)."""
     endpoint = str(target) if address is None else f"{target} (at {address})"
     if target.scheme not in STARTTLS_SCHEMES | IMPLICIT_TLS_SCHEMES:
         raise VerifyFailed(f"{endpoint}: unknown scheme {target.scheme!r}")
@@ -138,10 +145,22 @@ def served_certificate(target: VerifyTarget, address: str | None = None, *, time
             sock.settimeout(_remaining(deadline))
             with context.wrap_socket(sock, server_hostname=target.host) as tls:
                 der = tls.getpeercert(binary_form=True)
+                chain = _presented(tls)
     except TimeoutError as err:
         raise VerifyFailed(f"{endpoint}: no answer within {timeout:g} s") from err
     except OSError as err:  # refused, unreachable, reset, TLS handshake failure (ssl.SSLError)
         raise VerifyFailed(f"{endpoint}: cannot fetch the certificate: {err}") from err
     if not der:
         raise VerifyFailed(f"{endpoint}: the server presented no certificate")
-    return der
+    return (der, *chain[1:]) if chain and chain[0] == der else (der,)
+
+
+def _presented(tls: ssl.SSLSocket) -> list[bytes]:
+    """The chain the peer sent, leaf first (public from Python 3.13; CPython's `_sslobj` has it since 3.10)."""
+    getter = getattr(tls, "get_unverified_chain", None) or getattr(getattr(tls, "_sslobj", None),
+                                                                     "get_unverified_chain", None)
+    if getter is None:
+        return []
+    found = getter() or []
+    return [c if isinstance(c, bytes) else c.public_bytes(ssl._ssl.ENCODING_DER)  # type: ignore[attr-defined]
+            for c in found]

@@ -61,6 +61,11 @@ def _fan_out(query: Callable[[Endpoint, str, str], R], questions: Iterable[Quest
         return dict(zip(unique, pool.map(attempt, unique), strict=True))
 
 
+def resolve(client: DnsClient, questions: Iterable[Question], workers: int = WORKERS) -> dict[Question, Reply]:
+    """Each question to a recursive, validating resolver (the server of the question): a sender's view."""
+    return _fan_out(client.resolve, questions, workers)
+
+
 def answered(replies: dict[Question, R | NoAnswer]) -> dict[Question, R]:
     """The replies when every server answered; else DnsError naming each one that did not."""
     missing = [reply.reason for reply in replies.values() if isinstance(reply, NoAnswer)]

@@ -117,13 +117,16 @@ MALFORMED_RECORDS = (
 """A hand-added TLSA record with a digest of the wrong length (BIND, Knot and PowerDNS all accept
 it; dnspython refuses to parse it) next to a good one."""
 
+DUAL_ADDRESSES = ("127.0.0.21", "127.0.0.22")
+"""dual.example.org's two A records: one host, two addresses (status checks each)."""
+
 ODD_RECORDS = CNAME_RECORDS + MALFORMED_RECORDS
 """Records met in the wild, in the Knot and PowerDNS zones (named's example.org has the CNAMEs)."""
 
 ZONES = (
     ZoneSpec("example.org", " ".join([_zonesub_policy("certbot-dane."),
                                       *(_zonesub_policy(f"alg-{a}.") for a in ALGORITHMS)]),
-             records=("mx A 127.0.0.1", *CNAME_RECORDS)),
+             records=("mx A 127.0.0.1", *(f"dual A {a}" for a in DUAL_ADDRESSES), *CNAME_RECORDS)),
     ZoneSpec("example.net", _zonesub_policy("certbot-dane.")),
     ZoneSpec("locked.example", "grant certbot-dane. name _acme-challenge.ok.locked.example. TXT;"),
     ZoneSpec("unsigned.example", _zonesub_policy("certbot-dane."), signed=False),
@@ -1295,11 +1298,13 @@ class Sandbox:
         deploy_dir: Path | None = None,
         lineage_extra: str = "",
         letsencrypt_dir: Path | None = None,
+        status_extra: str = 'resolver = "none"',
     ) -> Path:
         """Write a certbot-dane TOML config for this sandbox (mode 0600) and return its path.
 
         `extra` goes after the top-level keys, before `[dns]` (top-level keys or whole tables);
-        `dns_extra` goes inside `[dns]`; `lineage_extra` inside every `[lineage."..."]` table.
+        `dns_extra` goes inside `[dns]`; `lineage_extra` inside every `[lineage."..."]` table;
+        `status_extra` inside `[status]` (by default no resolver: the machine's own is not on loopback).
         `state_dir`/`deploy_dir` default to base/state and base/live; `letsencrypt_dir` is
         certbot's config dir of this sandbox.
         """
@@ -1319,6 +1324,8 @@ class Sandbox:
             lines.append(f"nameservers = {_toml_strings(nameservers)}")
         if dns_extra.strip():
             lines.append(dns_extra.strip())
+        if status_extra.strip():
+            lines += ["", "[status]", status_extra.strip()]
         for domain, tlsa_names in (lineages or {}).items():
             lines += ["", f"[lineage.{_toml_string(domain)}]", f"tlsa = {_toml_strings(tlsa_names)}"]
             if lineage_extra.strip():

@@ -46,7 +46,8 @@ class TlsEndpoint:
 
     def __init__(self, scheme: str, certfile: Path | str, keyfile: Path | str, *, host: str = "127.0.0.1",
                  fault: Fault | None = None, greeting: Sequence[str] | None = None,
-                 io_timeout: float = 10.0) -> None:
+                 io_timeout: float = 10.0, port: int = 0) -> None:
+        """`port` 0: a free port (see `port`); another: that one (several addresses of one host, one port)."""
         if scheme not in PROTOCOLS:
             raise ValueError(f"unknown scheme {scheme!r}; one of {', '.join(PROTOCOLS)}")
         self.scheme = scheme
@@ -57,6 +58,7 @@ class TlsEndpoint:
         self.fault = fault
         self.greeting = tuple(GREETINGS[self.protocol] if greeting is None else greeting)
         self.io_timeout = io_timeout
+        self._port = port
         self.sni: list[str | None] = []
         """The server name each TLS handshake carried (None: no SNI), in order."""
         self.commands: list[str] = []
@@ -87,7 +89,7 @@ class TlsEndpoint:
         """Load the certificate, bind and listen (so clients can connect once this returns), serve in a thread."""
         self._context = self._load()
         try:
-            self._listener = self._listen()
+            self._listener = self._listen(self._port)
             self._control = self._listen()
         except OSError as err:
             self.stop()
@@ -163,10 +165,11 @@ class TlsEndpoint:
         with self._lock:
             self.sni.append(server_name)
 
-    def _listen(self) -> socket.socket:
+    def _listen(self, port: int = 0) -> socket.socket:
         sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
         try:
-            sock.bind((self.host, 0))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, port))
             sock.listen(16)
         except OSError:
             sock.close()

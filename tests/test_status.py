@@ -48,12 +48,16 @@ def cert(value: str, days: float = 60.0, also: frozenset[str] = frozenset()) -> 
 
 
 def observed(served: dict[Endpoint, set[str]], serials: dict[Endpoint, int] | None = None, ttl: int = 60,
-             zone_dnssec: Verdict = VALID, name_dnssec: Verdict = VALID) -> Observed:
+             zone_dnssec: Verdict = VALID, name_dnssec: Verdict = VALID, rrsig_expires: float | None = None,
+             sender: tuple[str | None, set[str], bool] | None = None) -> Observed:
     serials = serials or {server: 7 for server in served}
+    senders = {} if sender is None else {NAME: assessment.SenderAnswer(
+        "127.0.0.9:53", NAME, sender[0], frozenset(sender[1]), sender[2], None if sender[0] else "timed out")}
     return Observed(
         {NAME: ZONE},
-        {NAME: {s: Served("NOERROR", frozenset(v), ttl if v else None, name_dnssec) for s, v in served.items()}},
-        {ZONE: {s: ZoneAnswer("NOERROR", serials[s], zone_dnssec) for s in served}})
+        {NAME: {s: Served("NOERROR", frozenset(v), ttl if v else None, name_dnssec, rrsig_expires)
+                for s, v in served.items()}},
+        {ZONE: {s: ZoneAnswer("NOERROR", serials[s], zone_dnssec) for s in served}}, senders)
 
 
 STEADY = LineageState("mx.example.org", deployed=Version(OLD[6:], (OLD,)), published=(Published(NAME, OLD, 1.0),))
@@ -105,11 +109,12 @@ FINDINGS = [
     # (case, keyword arguments of run(), expected {code: severity}, expected status)
     ("steady: nothing to report", {}, {}, Severity.OK),
     ("a server serves records, none for the deployed certificate",
-     {"obs": observed({P: {OLD, FOREIGN}, S: {FOREIGN}})}, {"deployed-unmatched": "CRITICAL"}, Severity.CRITICAL),
+     {"obs": observed({P: {OLD, FOREIGN}, S: {FOREIGN}})},
+     {"deployed-unmatched": "CRITICAL", "servers-differ": "WARNING"}, Severity.CRITICAL),
     ("an admin's 2 1 1 of the issuing CA still accepts the deployed certificate",
      {"deployed": cert(OLD, also=frozenset({CA})), "obs": observed({P: {CA}})}, {}, Severity.OK),
-    ("no TLSA RRset on a server", {"obs": observed({P: {OLD}, S: set()})}, {"no-tlsa-rrset": "WARNING"},
-     Severity.WARNING),
+    ("no TLSA RRset on a server", {"obs": observed({P: {OLD}, S: set()})},
+     {"no-tlsa-rrset": "WARNING", "servers-differ": "WARNING"}, Severity.WARNING),
     ("the deployed certificate expired", {"deployed": cert(OLD, days=-1)}, {"deployed-expired": "CRITICAL"},
      Severity.CRITICAL),
     ("the deployed certificate expires in 5 days", {"deployed": cert(OLD, days=5)}, {"expires-soon": "WARNING"},
@@ -129,8 +134,28 @@ FINDINGS = [
      {"server-lags": "WARNING"}, Severity.WARNING),
     ("serial arithmetic wraps (RFC 1982)", {"obs": observed({P: {OLD}, S: {OLD}}, serials={P: 2, S: 2**32 - 2})},
      {"server-lags": "WARNING"}, Severity.WARNING),
-    ("a secondary lacks the staged record", {"st": staged_state(), "obs": observed({P: {OLD, NEW}, S: {OLD}})},
+    ("a secondary lacks the staged record", {"st": staged_state(),
+                                             "obs": observed({P: {OLD, NEW}, S: {OLD}}, serials={P: 8, S: 7})},
      {"server-lags": "WARNING"}, Severity.WARNING),
+    ("servers differ under one SOA serial (a broken transfer)", {"obs": observed({P: {OLD}, S: {OLD, FOREIGN}})},
+     {"servers-differ": "WARNING"}, Severity.WARNING),
+    ("a TLSA RRSIG expires within the horizon", {"obs": observed({P: {OLD}}, rrsig_expires=NOW + 86400)},
+     {"rrsig-expiring": "WARNING"}, Severity.WARNING),
+    ("a TLSA RRSIG expires after the horizon", {"obs": observed({P: {OLD}}, rrsig_expires=NOW + 5 * 86400)}, {},
+     Severity.OK),
+    ("more than 12 records in the RRset", {"obs": observed({P: {OLD, *(f"3 1 1 {i:064x}" for i in range(12))}})},
+     {"rrset-large": "WARNING"}, Severity.WARNING),
+    ("the resolver says SERVFAIL (bogus)", {"obs": observed({P: {OLD}}, sender=("SERVFAIL", set(), False))},
+     {"resolver-bogus": "CRITICAL"}, Severity.CRITICAL),
+    ("the resolver does not validate", {"obs": observed({P: {OLD}}, sender=("NOERROR", {OLD}, False))},
+     {"resolver-insecure": "WARNING"}, Severity.WARNING),
+    ("the resolver's cached RRset lacks the deployed record",
+     {"obs": observed({P: {OLD}}, sender=("NOERROR", {GONE}, True))}, {"resolver-unmatched": "CRITICAL"},
+     Severity.CRITICAL),
+    ("the resolver validates and matches", {"obs": observed({P: {OLD}}, sender=("NOERROR", {OLD}, True))}, {},
+     Severity.OK),
+    ("the resolver does not answer", {"obs": observed({P: {OLD}}, sender=(None, set(), False))},
+     {"resolver-unreachable": "WARNING"}, Severity.WARNING),
     ("a record of ours that matches nothing lingers", {"obs": observed({P: {OLD, GONE}}),
                                                         "st": dataclasses.replace(STEADY, published=(
                                                             *STEADY.published, Published(NAME, GONE, 1.0)))},
@@ -204,7 +229,7 @@ def test_human_output_is_coloured_only_when_asked():
     report = assessment.Report(NOW, (run(obs=observed({P: {OLD, FOREIGN}, S: {FOREIGN}})),))
     plain = statusformat.to_text(report)
     assert "\033[" not in plain
-    assert plain.splitlines()[0].startswith("DANE CRITICAL: 1 lineage(s), 1 critical, 0 warnings; mx.example.org: ")
+    assert plain.splitlines()[0].startswith("DANE CRITICAL: 1 lineage(s), 1 critical, 1 warning; mx.example.org: ")
     assert "\033[1;31mCRITICAL" in statusformat.to_text(report, colour=True)
 
 
