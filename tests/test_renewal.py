@@ -1,18 +1,18 @@
-"""Renewal stages the certificate and pre-publishes its TLSA records (installer role and deploy hook)."""
+"""Renewal stages the certificate and pre-publishes its TLSA records (installer role and deploy hook).
+
+The real certbot where its side is tested (installer versus hook, --reuse-key, dry runs, the installed hook);
+elsewhere certificates are handed to the deploy hook as certbot hands them over (tests/scenario.py).
+"""
 
 from __future__ import annotations
-
-import os
-import subprocess
-from pathlib import Path
 
 import pytest
 
 from certbot_dane.certificate import fingerprint
-from tests.scenario import Scenario, snapshot
+from sandbox.fleet import write_certificate
+from tests.scenario import CA, Scenario, snapshot
 
 FOREIGN = "2 1 1 " + "ab" * 32
-HOOK = Path(__file__).resolve().parent.parent / "hooks" / "certbot-dane-deploy"
 
 
 @pytest.mark.parametrize("way", ["installer", "hook"])
@@ -52,18 +52,14 @@ def test_first_issue_bootstraps_then_renewal_stages_and_prepublishes_next_to_the
 def test_renewed_again_before_deploy_replaces_the_staged_one_and_retires_its_records(sandbox, tmp_path):
     name = "twice.example.org"
     tlsa = [f"_25._tcp.{name}"]
-    s = Scenario(sandbox, tmp_path, name, tlsa)
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.renew().returncode == 0
-    middle = s.records(s.certbot_cert())
+    s = Scenario(sandbox, tmp_path, name, tlsa, way="hook")
+    old = s.bootstrapped()
+    middle = s.records(s.deliver(via="hook"))
     s.wait_until_served(tlsa[0], old | middle)
-    assert s.renew().returncode == 0
-    newest_cert = s.certbot_cert()
+    newest_cert = s.deliver(via="hook")
     newest = s.records(newest_cert)
     assert s.staged() == newest_cert
-    s.wait_until_served(tlsa[0], old | newest)
-    assert s.tlsa_on(tlsa[0]) == old | newest, "the never-deployed middle certificate's record is retired"
+    s.wait_until_exactly(tlsa[0], old | newest)  # the never-deployed middle certificate's record is retired
     assert s.state()["staged"]["served_at"] is None, "the newer one's clock starts fresh"
 
 
@@ -72,17 +68,16 @@ def test_existing_tlsa_records_mean_no_bootstrap_the_first_certificate_waits(san
     tlsa = [f"_25._tcp.{name}"]
     s = Scenario(sandbox, tmp_path, name, tlsa, way="hook")
     s.add_by_hand(tlsa[0], FOREIGN)
-    assert s.issue().returncode == 0
-    assert s.deployed() is None and s.staged() == s.certbot_cert()
-    s.wait_until_served(tlsa[0], s.records(s.certbot_cert()) | {FOREIGN})
+    first = s.deliver(via="hook")
+    assert s.deployed() is None and s.staged() == first
+    s.wait_until_served(tlsa[0], s.records(first) | {FOREIGN})
 
 
 def test_several_params_and_two_zones_are_published_in_one_run(sandbox, tmp_path):
     name = "multi.example.org"
     tlsa = [f"_25._tcp.{name}", "_25._tcp.multi.example.net"]
-    s = Scenario(sandbox, tmp_path, name, tlsa, params=("3 1 1", "2 1 1", "3 0 2"))
-    assert s.issue(name, "multi.example.net").returncode == 0
-    values = s.records(s.certbot_cert())
+    s = Scenario(sandbox, tmp_path, name, tlsa, way="hook", params=("3 1 1", "2 1 1", "3 0 2"))
+    values = s.records(s.deliver(via="hook", ca=CA()))
     assert {v.split()[0] + v.split()[1] + v.split()[2] for v in values} == {"311", "211", "302"}
     for n in tlsa:
         s.wait_until_served(n, values)
@@ -121,29 +116,26 @@ def test_dry_run_changes_nothing_in_dns_or_on_disk(sandbox, tmp_path, way):
 
 def test_hook_skips_lineages_it_does_not_manage_with_one_info_line(sandbox, tmp_path):
     s = Scenario(sandbox, tmp_path, "managed.example.org", ["_25._tcp.managed.example.org"], way="hook")
-    done = sandbox.certbot("certonly", "-a", "dane", "--dane-config", str(s.config), "-d", "unmanaged.example.org",
-                           "--deploy-hook", str(HOOK),
-                           env=s.env)
+    unmanaged = tmp_path / "letsencrypt" / "live" / "unmanaged.example.org"
+    write_certificate(unmanaged, "unmanaged.example.org")
+    done = s.run_hook(unmanaged)
     assert done.returncode == 0, done.stderr
     assert "lineage unmanaged.example.org is not configured" in done.stderr + done.stdout
     assert not (tmp_path / "state" / "staging" / "unmanaged.example.org").exists()
 
 
 def test_dns_failure_during_publish_keeps_the_staged_certificate_and_the_next_run_completes(make_sandbox, tmp_path):
-    box = make_sandbox()
+    box = make_sandbox(pebble=False)
     name = "down.example.org"
     tlsa = [f"_25._tcp.{name}"]
     s = Scenario(box, tmp_path, name, tlsa, way="hook")
-    assert s.issue().returncode == 0
-    old = s.records(s.certbot_cert())
-    assert s.certbot("renew", "--force-renewal", "--cert-name", name, "--deploy-hook", "true").returncode == 0
-    new_cert = s.certbot_cert()
+    old = s.bootstrapped()
+    renewal = s.new_certificate()  # certbot renewed it, then runs the deploy hook while the primary is down
     box.primary.stop()
-    live = box.base / "certbot" / "config" / "live" / name
-    done = subprocess.run([str(HOOK)], env={**os.environ, **s.env, "RENEWED_LINEAGE": str(live)},
-                          capture_output=True, text=True)
+    done = s.run_hook(renewal)
     assert done.returncode == 1
     assert done.stderr.count("error:") == 1 and f"127.0.0.1:{box.port}" in done.stderr
+    new_cert = s.certbot_cert()
     assert s.staged() == new_cert and s.state()["staged"] is not None
     assert s.deployed() != new_cert
     box.primary.start()
@@ -155,8 +147,9 @@ def test_dns_failure_during_publish_keeps_the_staged_certificate_and_the_next_ru
 def test_refused_publish_is_reported_in_one_line_and_retried_by_the_next_run(sandbox, tmp_path):
     name = "ok.locked.example"
     s = Scenario(sandbox, tmp_path, name, [f"_25._tcp.{name}"], way="hook")
-    done = s.issue()
-    assert "answered REFUSED" in done.stderr and "update-policy" in done.stderr
+    done = s.run_hook(s.new_certificate())
+    (error,) = [line for line in done.stderr.splitlines() if "error:" in line]  # the rest: info lines
+    assert done.returncode == 1 and "answered REFUSED" in error and "update-policy" in error
     assert s.deployed() is None, "a bootstrap goes live only once its records are published"
     assert s.staged() == s.certbot_cert(), "the certificate is staged, nothing lost"
     done = s.cli("deploy")
