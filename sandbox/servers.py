@@ -820,13 +820,19 @@ class PowerDnsServer(AuthoritativeServer):
         lua_policy: bool = False,
         other_keys: Sequence[TsigKey] = (),
         primary: PowerDnsServer | None = None,
+        allow_dnsupdate_from: str = "",
     ) -> None:
-        """Describe the server; nothing is written or started before `start()`."""
+        """Describe the server; nothing is written or started before `start()`.
+
+        `allow_dnsupdate_from`: the global setting, empty by default (PowerDNS's own default,
+        127.0.0.0/8,::1, lets a zone without TSIG-ALLOW-DNSUPDATE take any update from there).
+        """
         super().__init__(label, address, port, workdir, primary=primary)
         self.key = key
         self.zones = tuple(zones)
         self.lua_policy = lua_policy
         self.other_keys = tuple(other_keys)
+        self.allow_dnsupdate_from = allow_dnsupdate_from
 
     @staticmethod
     def missing() -> list[str]:
@@ -918,7 +924,7 @@ class PowerDnsServer(AuthoritativeServer):
             "gsqlite3-dnssec=yes",
             f"local-address={self.address}",
             f"local-port={self.port}",
-            "allow-dnsupdate-from=",
+            f"allow-dnsupdate-from={self.allow_dnsupdate_from}",
             "security-poll-suffix=",
             f"socket-dir={self.workdir}",
             "receiver-threads=1",

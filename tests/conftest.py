@@ -11,7 +11,6 @@ from typing import TypeVar
 import pytest
 
 from sandbox.servers import (
-    APT_PACKAGES,
     KNOT_APT_PACKAGES,
     POWERDNS_APT_PACKAGES,
     PRIMARY_ADDRESS,
@@ -23,7 +22,7 @@ from sandbox.servers import (
     generate_tsig_key,
     missing_binaries,
 )
-from tests.scenario import require_programs
+from tests.scenario import require_programs, require_real_servers
 
 REAL_SERVER_FIXTURES = frozenset({"sandbox", "make_sandbox", "server_sandbox", "knot", "powerdns", "powerdns_lua"})
 """Fixtures that start real servers: tests using them get the `realservers` marker."""
@@ -42,16 +41,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_SERVER_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.realservers)
-
-
-def require_real_servers(server: str = "bind") -> None:
-    """Skip (or, in CI, fail loudly) when a program a sandbox with this DNS server needs is missing."""
-    missing, packages = missing_binaries(), APT_PACKAGES
-    if server == "knot":
-        missing, packages = missing + KnotServer.missing(), f"{packages} {KNOT_APT_PACKAGES}"
-    elif server == "powerdns":
-        missing, packages = missing + PowerDnsServer.missing(), f"{packages} {POWERDNS_APT_PACKAGES}"
-    require_programs(missing, packages)
 
 
 @pytest.fixture(scope="session")

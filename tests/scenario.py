@@ -42,7 +42,15 @@ from certbot_dane.dnsclient import DnsClient
 from certbot_dane.records import Record, ZoneUpdate
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for
 from sandbox import fleet
-from sandbox.servers import Sandbox
+from sandbox.servers import (
+    APT_PACKAGES,
+    KNOT_APT_PACKAGES,
+    POWERDNS_APT_PACKAGES,
+    KnotServer,
+    PowerDnsServer,
+    Sandbox,
+    missing_binaries,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -428,6 +436,16 @@ def require_programs(missing: list[str], packages: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
+
+
+def require_real_servers(server: str = "bind") -> None:
+    """Skip (or, in CI, fail loudly) when a program a sandbox with this DNS server needs is missing."""
+    missing, packages = missing_binaries(), APT_PACKAGES
+    if server == "knot":
+        missing, packages = missing + KnotServer.missing(), f"{packages} {KNOT_APT_PACKAGES}"
+    elif server == "powerdns":
+        missing, packages = missing + PowerDnsServer.missing(), f"{packages} {POWERDNS_APT_PACKAGES}"
+    require_programs(missing, packages)
 
 
 def snapshot(path: Path) -> dict[str, str]:

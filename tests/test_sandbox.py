@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
 import sys
+import tempfile
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +21,17 @@ import pytest
 from cryptography import x509
 
 import certbot_dane.config
-from sandbox.servers import SERVER_KINDS, Sandbox, TsigKey, https_get
+from sandbox.servers import (
+    PRIMARY_ADDRESS,
+    SERVER_KINDS,
+    PowerDnsServer,
+    Sandbox,
+    TsigKey,
+    free_port,
+    generate_tsig_key,
+    https_get,
+)
+from tests.scenario import require_real_servers
 
 pytestmark = pytest.mark.realservers
 
@@ -118,6 +130,29 @@ def test_the_secondary_lags_until_retransfer_on_every_server(server_sandbox: San
 
     assert box.secondary.query(name, "TXT") == ['"lagging"']
     assert box.secondary.rrsigs(name, "TXT")
+
+
+@pytest.mark.parametrize(("allow_dnsupdate_from", "answer"), [("127.0.0.0/8,::1", "NOERROR"), ("", "REFUSED")],
+                         ids=["powerdns-default", "emptied"])
+def test_powerdns_default_allow_dnsupdate_from_lets_a_zone_without_tsig_metadata_take_any_update(
+        tmp_path: Path, allow_dnsupdate_from: str, answer: str) -> None:
+    # The trap README's PowerDNS setup warns about: pdns-locked.test has no TSIG-ALLOW-DNSUPDATE metadata.
+    require_real_servers("powerdns")
+    workdir = Path(tempfile.mkdtemp(prefix="certbot-dane-pdns-trap-"))  # SQLite needs searchable parents
+    server = PowerDnsServer("trap", PRIMARY_ADDRESS, free_port([PRIMARY_ADDRESS]), workdir,
+                            key=generate_tsig_key("certbot-dane.", tmp_path), allow_dnsupdate_from=allow_dnsupdate_from)
+    try:
+        server.start()
+        update = dns.update.UpdateMessage("pdns-locked.test")  # no TSIG at all
+        update.add("anything.pdns-locked.test.", 60, "A", "192.0.2.66")
+        response = dns.query.tcp(update, server.address, port=server.port, timeout=5)
+        assert dns.rcode.to_text(response.rcode()) == answer
+        expected = ["192.0.2.66"] if answer == "NOERROR" else []
+        server.wait_for("anything.pdns-locked.test", "A", lambda found: found == expected)
+        assert server.query("anything.pdns-locked.test", "A") == expected
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_tsig_update_of_txt_is_accepted_and_served_by_primary(sandbox: Sandbox) -> None:
