@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from certbot_dane import certificate
 from certbot_dane.config import load
 from certbot_dane.dnsclient import DnsClient
+from certbot_dane.errors import ConfigError
 from certbot_dane.records import Record, ZoneUpdate
 from sandbox.servers import missing_binaries
 from tests.scenario import BIN, Scenario, fqdn, require_programs
@@ -222,3 +223,18 @@ def test_prometheus_output_as_the_monitoring_user_parses_with_the_real_parser(sa
     assert unknown.returncode == 3 and "lineage 'nope.example.org' is not configured" in unknown.stderr
     assert [(metric, value) for (metric, _), value in metrics(unknown.stdout).items()] == [
         ("certbot_dane_up", 0), ("certbot_dane_last_check_timestamp_seconds", pytest.approx(time.time(), abs=3600))]
+
+
+def test_a_configuration_loaded_without_its_key_never_signs_an_update(sandbox, tmp_path):
+    config = sandbox.write_config(tmp_path / "read-only.toml", lineages={"ro.example.org": ["_25._tcp.ro.example.org"]})
+    config.write_text(config.read_text().replace(str(sandbox.key.path), str(tmp_path / "unreadable.key")))
+    settings = load(config, need_key=False)
+    assert settings.dns.key is None
+    serial = sandbox.primary.soa_serial("example.org")
+    client = DnsClient(settings.dns)
+    with pytest.raises(ConfigError, match=rf"no TSIG key to sign with \(dns.key_file: cannot read {tmp_path}/unreadable"
+                                          r".key: No such file or directory\): the configuration was loaded for "
+                                          r"read-only use"):
+        client.update(ZoneUpdate("example.org.", add=(Record("ro.example.org.", "TXT", '"x"', 60),)))
+    assert client.find_zone("_25._tcp.ro.example.org.") == "example.org."  # queries need no key
+    assert sandbox.primary.soa_serial("example.org") == serial and not sandbox.primary.query("ro.example.org", "TXT")
