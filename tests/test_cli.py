@@ -38,3 +38,16 @@ def test_a_reader_that_went_away_ends_the_command_quietly(tmp_path, args, code):
     done = run_with_closed_stdout("-c", str(config_file(tmp_path)), *args)
     assert b"Traceback" not in done.stderr and b"Broken pipe" not in done.stderr, done.stderr
     assert done.returncode == code
+
+
+def test_status_prints_json_or_prometheus_not_both(tmp_path):
+    done = subprocess.run([str(BIN / "certbot-dane"), "-c", str(config_file(tmp_path)), "status", "--json",
+                           "--prometheus"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "not allowed with argument" in done.stderr
+
+
+def test_status_that_cannot_run_still_prints_a_prometheus_exposition(tmp_path):
+    done = subprocess.run([str(BIN / "certbot-dane"), "-c", str(tmp_path / "missing.toml"), "status", "--prometheus"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 3 and "cannot read configuration" in done.stderr
+    assert [line for line in done.stdout.splitlines() if not line.startswith("#")][0] == "certbot_dane_up 0"
