@@ -952,10 +952,11 @@ class PowerDnsServer(AuthoritativeServer):
             for zone in self.zones
         )
         return (
-            f"-- key {self.key.name} may change these types (at these names) in these zones, and nothing else\n"
+            f"-- key {self.key.name}, from {PRIMARY_ADDRESS}, may change these types (at these names) in these zones\n"
             f"local grants = {{\n{grants}}}\n"
             "function updatepolicy(request)\n"
             f'  if request:getTsigName():toString() ~= "{self.key.name}" then return false end\n'
+            f'  if request:getRemote():toString() ~= "{PRIMARY_ADDRESS}" then return false end\n'
             "  local grant = grants[string.lower(request:getZoneName():toString())]\n"
             "  if grant == nil or grant.types[request:getQType()] ~= true then return false end\n"
             "  return grant.names == nil or grant.names[string.lower(request:getQName():toString())] == true\n"
