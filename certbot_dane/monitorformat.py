@@ -15,9 +15,11 @@ from certbot_dane.assessment import (
     OVERDUE,
     PHASES,
     CertView,
+    EndpointView,
     LineageReport,
     NameView,
     Report,
+    SenderAnswer,
     ServerView,
     ZoneServer,
 )
@@ -135,6 +137,24 @@ def per_zone_server(value: Callable[[ZoneServer], float | None]) -> Callable[[Re
                         for lr in rep.lineages for zone in lr.zones for server in zone.servers)
 
 
+def per_sender(value: Callable[[SenderAnswer, LineageReport], float | None]) -> Callable[[Report], Iterator[Sample]]:
+    """Samples labelled {lineage, name, resolver}: what the validating resolver answered for each TLSA name."""
+    return lambda rep: (((("lineage", lr.lineage), ("name", answer.asked), ("resolver", answer.resolver)),
+                         value(answer, lr)) for lr in rep.lineages for answer in lr.sender)
+
+
+def per_endpoint(value: Callable[[EndpointView], float | None]) -> Callable[[Report], Iterator[Sample]]:
+    """Samples labelled {lineage, endpoint, address}: each address of each endpoint the lineage verifies."""
+    return lambda rep: (((("lineage", lr.lineage), ("endpoint", seen.target), ("address", seen.address)), value(seen))
+                        for lr in rep.lineages for seen in lr.endpoints)
+
+
+def _sender_matches(answer: SenderAnswer, lr: LineageReport) -> float | None:
+    if answer.rcode is None or lr.deployed is None:
+        return None
+    return float(bool(answer.values & lr.deployed.accepts))
+
+
 def _server_labels(lr: LineageReport, name: NameView, server: ServerView) -> Labels:
     return ("lineage", lr.lineage), ("name", name.name), ("server", server.server)
 
@@ -187,8 +207,22 @@ METRICS: tuple[Metric, ...] = (
            per_server(lambda s: s.ttl)),
     Metric("tlsa_dnssec_valid", "1 if the TLSA RRset validates against the zone's DNSKEY on the server, else 0",
            per_server(lambda s: float(s.dnssec.status == "valid"))),
+    Metric("tlsa_rrsig_expiry_timestamp_seconds", "When the first RRSIG over the TLSA RRset on the server expires, "
+                                                  "Unix time",
+           per_server(lambda s: s.rrsig_expires)),
     Metric("soa_serial", "The zone's SOA serial on the server",
            per_zone_server(lambda s: s.soa_serial)),
+    Metric("sender_secure", "1 if the validating resolver validated its answer for the name (AD bit), else 0 "
+                            "(absent: it did not answer)",
+           per_sender(lambda answer, lr: None if answer.rcode is None else float(answer.secure))),
+    Metric("sender_matches_deployed", "1 if a record the validating resolver answers for the name (what senders "
+                                      "get, after caches) accepts the deployed certificate, else 0",
+           per_sender(_sender_matches)),
+    Metric("endpoint_status", "Nagios state of the TLS check of one address of an endpoint: 0 OK, 1 WARNING, "
+                              "2 CRITICAL (it presents a certificate no published record matches)",
+           per_endpoint(lambda seen: int(seen.status))),
+    Metric("endpoint_matched", "1 if the chain the address presented matched a published TLSA record, else 0",
+           per_endpoint(lambda seen: float(seen.matched is not None))),
 )
 
 

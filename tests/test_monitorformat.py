@@ -10,11 +10,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from certbot_dane import dnssec, monitorformat
 from certbot_dane.assessment import (
     CertView,
+    EndpointView,
     Finding,
     LineageReport,
     NameView,
     RecordView,
     Report,
+    SenderAnswer,
     ServerView,
     Severity,
     ZoneServer,
@@ -28,6 +30,7 @@ OLD, NEW, FOREIGN = "3 0 1 " + "aa" * 32, "3 0 1 " + "bb" * 32, "2 1 1 " + "cd" 
 NAME, ZONE = "_25._tcp.mx.example.org.", "example.org."
 VALID, BOGUS = Verdict(dnssec.VALID), Verdict(dnssec.BOGUS, "signature expired")
 ODD = 'x"y\\z\'=w\nv'  # every character either format must escape
+RESOLVER, SMTP = "127.0.0.53:53", "smtp://mx.example.org:25"
 
 
 def cert(value: str, days: float) -> CertView:
@@ -36,12 +39,13 @@ def cert(value: str, days: float) -> CertView:
 
 
 # mx: staged, ready for 400 s, deployed certificate 10 days from expiry; the primary serves both records,
-# the secondary only an admin's record that does not accept the deployed certificate, with a bad signature.
+# the secondary only an admin's record that does not accept the deployed certificate, with a bad signature;
+# the resolver validates one name and fails the other; one address of the endpoint serves another certificate.
 MX = LineageReport(
     "mx.example.org", "ready", "2 x TTL passed", NOW - 400, cert(OLD, 10), cert(NEW, 90),
     (NameView(NAME, ZONE, (
         ServerView("127.0.0.1:53", "NOERROR", 60, 7, (RecordView(OLD, "deployed", True),
-                                                     RecordView(NEW, "staged", False)), VALID),
+                                                     RecordView(NEW, "staged", False)), VALID, NOW + 5 * DAY),
         ServerView("127.0.0.2:53", "NOERROR", 30, 6, (RecordView(FOREIGN, "foreign", False),
                                                      RecordView(NEW, "stale", False)), BOGUS))),),
     (ZoneView(ZONE, True, (ZoneServer("127.0.0.1:53", "NOERROR", 7, VALID),
@@ -51,6 +55,10 @@ MX = LineageReport(
      Finding(Severity.WARNING, "server-lags", "a"), Finding(Severity.WARNING, "server-lags", "b"),
      Finding(Severity.WARNING, "expires-soon", "...")),
     ("deploy certificate bbbb",),
+    sender=(SenderAnswer(RESOLVER, NAME, "NOERROR", frozenset({OLD, NEW}), True),
+            SenderAnswer(RESOLVER, "_465._tcp.mx.example.org.", "SERVFAIL")),
+    endpoints=(EndpointView(SMTP, "127.0.0.1", Severity.OK, "aa" * 32, OLD, "matches"),
+               EndpointView(SMTP, "127.0.0.2", Severity.CRITICAL, "ee" * 32, None, "matches nothing")),
 )
 # a lineage with an odd name, nothing deployed; its server serves nothing (no TTL)
 NEW_LINEAGE = LineageReport(
@@ -58,6 +66,7 @@ NEW_LINEAGE = LineageReport(
     (NameView("_443._tcp.www.example.org.", ZONE, (ServerView("127.0.0.1:53", "NXDOMAIN", None, None, (), VALID),)),),
     (ZoneView(ZONE, True, (ZoneServer("127.0.0.1:53", "NXDOMAIN", None, VALID),)),),
     "none", (Finding(Severity.WARNING, "nothing-deployed", "..."),),
+    sender=(SenderAnswer(RESOLVER, "_443._tcp.www.example.org.", None, error="no answer within 10s"),),
 )
 REPORT = Report(NOW, (MX, NEW_LINEAGE))
 
@@ -102,8 +111,18 @@ EXPECTED_SAMPLES = [
     f"certbot_dane_tlsa_dnssec_valid{{{MX_NAME_P}}} 1",
     f"certbot_dane_tlsa_dnssec_valid{{{MX_NAME_S}}} 0",
     f"certbot_dane_tlsa_dnssec_valid{{{ODD_NAME}}} 1",
+    f"certbot_dane_tlsa_rrsig_expiry_timestamp_seconds{{{MX_NAME_P}}} 1900432000",
     'certbot_dane_soa_serial{lineage="mx.example.org",zone="example.org.",server="127.0.0.1:53"} 7',
     'certbot_dane_soa_serial{lineage="mx.example.org",zone="example.org.",server="127.0.0.2:53"} 6',
+    f'certbot_dane_sender_secure{{lineage="mx.example.org",name="{NAME}",resolver="{RESOLVER}"}} 1',
+    f'certbot_dane_sender_secure{{lineage="mx.example.org",name="_465._tcp.mx.example.org.",resolver="{RESOLVER}"}} 0',
+    f'certbot_dane_sender_matches_deployed{{lineage="mx.example.org",name="{NAME}",resolver="{RESOLVER}"}} 1',
+    'certbot_dane_sender_matches_deployed{lineage="mx.example.org",name="_465._tcp.mx.example.org.",'
+    f'resolver="{RESOLVER}"}} 0',
+    f'certbot_dane_endpoint_status{{lineage="mx.example.org",endpoint="{SMTP}",address="127.0.0.1"}} 0',
+    f'certbot_dane_endpoint_status{{lineage="mx.example.org",endpoint="{SMTP}",address="127.0.0.2"}} 2',
+    f'certbot_dane_endpoint_matched{{lineage="mx.example.org",endpoint="{SMTP}",address="127.0.0.1"}} 1',
+    f'certbot_dane_endpoint_matched{{lineage="mx.example.org",endpoint="{SMTP}",address="127.0.0.2"}} 0',
 ]
 
 
