@@ -27,6 +27,9 @@ if ((${#missing[@]})); then
     fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ -z "$policy" ] || { $SUDO rm -f "$policy"; trap - EXIT; }
+    for unit in postfix unbound; do  # nor at boot
+        [[ " ${missing[*]} " != *" $unit "* ]] || $SUDO systemctl disable --quiet "$unit.service" 2>/dev/null || true
+    done
 fi
 
 PYTHON=${PYTHON:-python3}
