@@ -202,6 +202,7 @@ def test_write_config_points_at_the_sandbox(sandbox: Sandbox, tmp_path: Path) ->
             "timeout": 7,
             "nameservers": [f"127.0.0.1:{sandbox.port}", f"127.0.0.2:{sandbox.port}"],
         },
+        "status": {"resolver": "none"},
         "lineage": {"mx.example.org": {"tlsa": ["_25._tcp.mx.example.org"]}},
     }
     assert certbot_dane.config.load(path).dns.key.name == sandbox.key.name
