@@ -142,7 +142,7 @@ def test_a_refusal_is_one_line_naming_zone_server_and_cause(server_sandbox: Sand
     box = server_sandbox
     host = f"refused-{box.kind}.{'locked.example' if fault == 'type denied' else 'example.org'}"
     zone = "locked.example." if fault.endswith("denied") else "example.org."
-    s = Scenario(box, tmp_path, host, [f"_25._tcp.{host}"], way="hook", timeout=2)
+    s = Scenario(box, tmp_path, host, [f"_25._tcp.{host}"], way="hook", timeout=1)
     key = dataclasses.replace(box.key, name="nobody.") if fault == "key unknown" else box.key
     secret = WRONG_SECRET if fault == "secret wrong" else box.key.secret
     wrong = tmp_path / "wrong.key"
