@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from certbot_dane import __version__, compat, config, hooks, state
+from certbot_dane import __version__, compat, config, hooks, state, timer
 from certbot_dane import deploy as rollout
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import DaneError
@@ -31,6 +31,8 @@ exit status: 0 success, 1 an error was reported (message on stderr), 2 bad usage
 `status` uses the Nagios plugin codes instead: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
 configuration: TOML, see README.md; `certbot-dane check` validates it.
 """
+
+WAKE_VAR = "CERTBOT_DANE_WAKE"
 
 HOOK_TEMPLATE = """#!/bin/sh
 # Installed by `certbot-dane install-hook`: stage renewed certificates for DANE rollover.
@@ -60,13 +62,21 @@ def _deploy(args: argparse.Namespace) -> int:
     settings = config.load(args.config)
     if args.lineage and args.lineage not in settings.lineages:
         raise DaneError(f"lineage {args.lineage!r} is not configured in {settings.path}")
+    if args.wake == "systemd" and (args.lineage or args.dry_run):
+        raise DaneError("--wake systemd schedules the next run from a run of every lineage: "
+                        "not with --lineage or --dry-run")
     run = rollout.Rollout.from_config(settings, dry_run=args.dry_run)
-    failures = rollout.deploy_all(run, [args.lineage] if args.lineage else None, force=args.force_before_gate)
+    failures = rollout.deploy_all(run, [args.lineage] if args.lineage else None, force=args.force_before_gate,
+                                  wake=None if args.lineage or args.dry_run else args.wake)
     for line in run.log:
         print(line)
+    if run.wake is not None and not run.wake.steady:
+        print(f"next run: {rollout.utc(run.wake.at)} ({run.wake.reason})")
     for name, error in failures.items():
         print(f"certbot-dane: error: {name}: {error}", file=sys.stderr)
-    return 1 if failures else 0
+    if run.wake_error is not None:
+        print(f"certbot-dane: error: {run.wake_error}", file=sys.stderr)
+    return 1 if failures or run.wake_error else 0
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -126,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     dep.add_argument("--dry-run", action="store_true",
                      help="print what would be published, swapped, reloaded and removed, and why not yet; "
                           "change nothing")
+    dep.add_argument("--wake", choices=timer.MODES, default=os.environ.get(WAKE_VAR) or "none",
+                     help="after the run, schedule the next one: 'systemd' arms a transient timer "
+                          "(certbot-dane-wake.timer) for the next moment anything can change (a safe moment, a "
+                          "retry, a lagging server's next poll); 'none' (cron, manual runs) only records it in "
+                          f"<state_dir>/wake.json (default: ${WAKE_VAR} or none; certbot-dane.service sets systemd)")
     dep.add_argument("--force-before-gate", action="store_true",
                      help="EMERGENCY ONLY (a certificate about to expire): deploy before the TTL gate; "
                           "DANE-validating senders that cached the old records will defer mail")

@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
-from certbot_dane import boot, certificate, certstore, plan, rollover, services, state, verify, zone
+from certbot_dane import boot, certificate, certstore, plan, rollover, schedule, services, state, timer, verify, zone
 from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
-from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed
+from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed, WakeError
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for, served_leaf_matches
@@ -58,6 +58,9 @@ class Rollout:
     uptime: Callable[[], rollover.Uptime] = boot.uptime
     log: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    gates: dict[str, rollover.Gate] = field(default_factory=dict)  # this run's gate per staged lineage
+    wake: schedule.Wake | None = None  # when the next run must happen (deploy_all with `wake`)
+    wake_error: str | None = None      # why it could not be armed
     _owners: dict[str, str] = field(default_factory=dict, repr=False)
     _primary: dict[str, Answer] = field(default_factory=dict, repr=False)  # owner -> answer, until we change it
 
@@ -192,6 +195,7 @@ class Rollout:
         for name, (lineage, st) in staged.items():
             result = rollover.gate(st, {o: observed[o] for o in owners[name]}, self.now(), self.uptime(),
                                    lineage.min_wait)
+            self.gates[name] = result
             for lag in result.lagging:
                 self.say(name, f"lagging: {lag}")
             st = self.save(rollover.with_gate(st, result, self.now()))
@@ -368,8 +372,24 @@ def stage(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet
 
     The lineages sharing an owner name with this one publish in the same UPDATE: a record of theirs
     missing from the RRset (their own UPDATE failed) must not be left out of the RRset this one creates.
-    The caller holds the state directory's lock. Raises this lineage's failure, if any.
+    The caller holds the state directory's lock. Raises this lineage's failure, if any. Asks for a
+    deploy run (`timer.request`) once something is staged: the gate's clock starts when that run sees
+    every server serve the records, and a DNS step that failed here is retried by it.
     """
+    try:
+        st = _stage_and_publish(rollout, lineage, certs)
+    except (CertError, StateError):
+        raise  # refused, or the disk did not take it: nothing staged, nothing for a deploy run to do
+    except DaneError:
+        if not rollout.dry_run:
+            timer.request(rollout.config.state_dir)
+        raise
+    if not rollout.dry_run:
+        timer.request(rollout.config.state_dir)
+    return st
+
+
+def _stage_and_publish(rollout: Rollout, lineage: LineageSettings, certs: certificate.CertSet) -> LineageState:
     st = _stage(rollout, lineage, certs)
     batch: Batch = {lineage.name: (lineage, st)}
     try:
@@ -507,15 +527,24 @@ def _load(rollout: Rollout, lineage: LineageSettings) -> LineageState | None:
     return st
 
 
-def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = False) -> dict[str, str]:
+def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = False,
+               wake: str | None = None) -> dict[str, str]:
     """Steps 3-6 for the named (default: every configured) lineages, under the lock.
 
     Converge DNS, deploy each staged version whose gate has opened, reload, verify, retire.
     Returns lineage name -> error for each lineage that failed; the others carry on.
+
+    A run of every lineage answers the request a staging left (`timer.request`). With `wake` ("none" or
+    "systemd", see `timer`) it then decides when the next run must happen (`schedule.next_wake`, in
+    `rollout.wake`), remembers it and, with "systemd", arms a timer for it (`rollout.wake_error` if that
+    failed); a "systemd" run waits for the lock instead of giving up (a hook holds it while staging).
     """
     batch: Batch = {}
-    with state.locked(rollout.config.state_dir, wait=False, clean=not rollout.dry_run,
+    whole = not names and not rollout.dry_run
+    with state.locked(rollout.config.state_dir, wait=wake == "systemd", clean=not rollout.dry_run,
                       group=None if rollout.dry_run else rollout.config.monitor_group):
+        if whole:
+            timer.consume(rollout.config.state_dir)
         for name in names or sorted(rollout.config.lineages):
             lineage = rollout.config.lineages[name]
             try:
@@ -531,4 +560,20 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
         except DnsError as err:
             rollout.fail(batch, batch, err)
         rollout.settle(batch)
+        if wake is not None and whole:
+            _schedule(rollout, batch, wake)
     return rollout.failures
+
+
+def _schedule(rollout: Rollout, batch: Batch, mode: str) -> None:
+    """Decide the next run from this run's gates and failures, remember it and (systemd) arm it."""
+    previous = timer.load(rollout.config.state_dir)
+    not_checked = rollover.Gate(False, None, None, "gate not checked this run")
+    waiting = {name: (st, rollout.gates.get(name, not_checked)) for name, (_, st) in batch.items()
+               if st.staged is not None}
+    now = rollout.now()
+    rollout.wake = schedule.next_wake(waiting, rollout.failures, now, previous[0].failures if previous else 0)
+    try:
+        timer.commit(rollout.config.state_dir, rollout.wake, mode, now)
+    except (WakeError, StateError) as err:
+        rollout.wake_error = str(err)

@@ -55,3 +55,7 @@ class ReloadFailed(DaneError):
 
 class VerifyFailed(DaneError):
     """An endpoint serves a certificate that matches no published TLSA record, or cannot be checked."""
+
+
+class WakeError(DaneError):
+    """The next deploy run could not be scheduled (systemd-run or systemctl failed); the hourly run still comes."""

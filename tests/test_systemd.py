@@ -1,8 +1,9 @@
-"""The shipped systemd units: valid for systemd, a oneshot `certbot-dane deploy`, and a timer lagging at most 60 s."""
+"""The shipped systemd units, statically: valid for systemd, a oneshot `certbot-dane deploy` that arms its next
+wake-up, a path unit for the hook's wake-up, a convergence timer within the hour (tests/test_systemd_boot.py runs
+them under a real systemd)."""
 
 from __future__ import annotations
 
-import datetime
 import os
 import re
 import shutil
@@ -11,14 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from certbot_dane import schedule, timer
+
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 SERVICE = UNITS / "certbot-dane.service"
 TIMER = UNITS / "certbot-dane.timer"
+PATH_UNIT = UNITS / "certbot-dane.path"
+STATE_DIR = Path("/var/lib/certbot-dane")  # the default state_dir (config.py)
 
-MAX_LAG = 60.0
-"""Seconds from a certificate's safe moment to the end of the deploy that swaps it in (the issue's bound)."""
-RUN_BUDGET = 10.0
-"""Seconds we allow one deploy run from its start to the swap (it takes well under 1 s; DNS can be slow)."""
+RUN_BUDGET = 10 * 60.0
+"""The longest a run may take (its TimeoutStartSec=): drift is repaired by the run after the convergence check."""
 
 Unit = dict[str, dict[str, list[str]]]
 
@@ -78,11 +81,12 @@ def test_both_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
     units = tmp_path / "units"
     units.mkdir()
     shutil.copy(TIMER, units / TIMER.name)
+    shutil.copy(PATH_UNIT, units / PATH_UNIT.name)
     text = SERVICE.read_text()
     assert text.count("\nExecStart=/usr/local/bin/certbot-dane ") == 1
     (units / SERVICE.name).write_text(text.replace("\nExecStart=/usr/local/bin/certbot-dane ", f"\nExecStart={stub} "))
 
-    done = analyze("verify", str(units / SERVICE.name), str(units / TIMER.name))
+    done = analyze("verify", str(units / SERVICE.name), str(units / TIMER.name), str(units / PATH_UNIT.name))
 
     output = (done.stdout + done.stderr).splitlines()
     assert done.returncode == 0, output
@@ -101,25 +105,36 @@ def test_verify_reports_a_broken_unit(tmp_path: Path) -> None:
 
 # -- the service ------------------------------------------------------------------------------------------------------
 
-def test_service_is_a_oneshot_certbot_dane_deploy() -> None:
+def test_service_is_a_oneshot_certbot_dane_deploy_that_arms_its_next_wake_up() -> None:
     service = parse_unit(SERVICE)
     assert one(service, "Service", "Type") == "oneshot"
     assert one(service, "Service", "ExecStart").split() == ["/usr/local/bin/certbot-dane", "deploy"]
-    assert "Install" not in service, "only the timer starts the service"
+    assert one(service, "Service", "Environment") == "CERTBOT_DANE_WAKE=systemd"  # deploy --wake systemd
+    assert "Install" not in service, "only the timer, the path unit and the wake-up timer start the service"
 
 
-def test_service_is_skipped_only_when_certbot_dane_manages_no_lineage() -> None:
-    """Not when staging/ is empty: a swap whose reload/verify/retire is pending has nothing staged."""
+def test_service_answers_the_wake_up_request_before_python_starts() -> None:
+    """Removed by rm, not by the run: a run failing before it got that far must not be started again and again."""
+    pre = one(parse_unit(SERVICE), "Service", "ExecStartPre")
+    assert pre.split() == ["-/bin/rm", "-f", str(STATE_DIR / timer.REQUEST)]
+
+
+def test_service_has_no_condition() -> None:
+    """No ConditionDirectoryNotEmpty=<state>/lineages any more: the hourly run also adopts a certificate certbot
+    issued without the installer or the hook, and a run is what arms the next one."""
     conditions = {k: v for k, v in parse_unit(SERVICE)["Unit"].items() if k.startswith(("Condition", "Assert"))}
-    assert conditions == {"ConditionDirectoryNotEmpty": ["/var/lib/certbot-dane/lineages"]}
+    assert conditions == {}
 
 
 def test_service_hardening_leaves_what_deploy_and_reload_need_writable() -> None:
     service = parse_unit(SERVICE)["Service"]
     assert service["ProtectSystem"] == ["full"]  # /etc read-only except below; /var, /run writable
     assert service["ReadWritePaths"] == ["-/etc/certbot-dane/live"]
+    # ... which is ignored while it does not exist: systemd creates it first (the first deploy failed without)
+    assert service["ConfigurationDirectory"] == ["certbot-dane/live"]
+    assert service["ConfigurationDirectoryMode"] == ["0755"]
     assert service["StateDirectory"] == ["certbot-dane"]  # /var/lib/certbot-dane
-    assert "AF_UNIX" in one(parse_unit(SERVICE), "Service", "RestrictAddressFamilies").split()  # systemctl reload
+    assert "AF_UNIX" in one(parse_unit(SERVICE), "Service", "RestrictAddressFamilies").split()  # systemctl, systemd-run
     assert service["UMask"] == ["0022"]  # deployed version directories must stay readable by services
     for blocks_reloads in ("CapabilityBoundingSet", "PrivateDevices", "PrivateUsers", "ProtectProc",
                            "SystemCallFilter", "User", "DynamicUser", "PrivateNetwork", "IPAddressDeny"):
@@ -127,15 +142,15 @@ def test_service_hardening_leaves_what_deploy_and_reload_need_writable() -> None
     assert "TimeoutStartSec" in service, "a oneshot has no start timeout by default: one hang blocks every later run"
 
 
-def test_timer_starts_the_service_and_leaves_certbot_timer_alone() -> None:
-    timer = parse_unit(TIMER)
-    assert timer["Timer"].get("Unit", ["certbot-dane.service"]) == ["certbot-dane.service"]
-    assert timer["Install"] == {"WantedBy": ["timers.target"]}
-    assert "certbot.timer" not in TIMER.read_text().replace("Debian's certbot.timer", "")
-    assert "certbot.service" not in SERVICE.read_text() + TIMER.read_text()
+# -- the path unit: the hook's wake-up --------------------------------------------------------------------------------
+
+def test_path_unit_starts_the_service_when_a_staging_leaves_its_request() -> None:
+    path = parse_unit(PATH_UNIT)
+    assert path["Path"] == {"PathExists": [str(STATE_DIR / timer.REQUEST)], "Unit": ["certbot-dane.service"]}
+    assert path["Install"] == {"WantedBy": ["paths.target"]}
 
 
-# -- the schedule -----------------------------------------------------------------------------------------------------
+# -- the timer: the convergence check ---------------------------------------------------------------------------------
 
 def timespan(text: str) -> float:
     """Seconds in a systemd time span ("1s", "500ms", "1min 30s"), as systemd itself parses it."""
@@ -146,37 +161,37 @@ def timespan(text: str) -> float:
     return int(match.group(1)) / 1e6
 
 
-def elapses(expressions: list[str], start: datetime.datetime, end: datetime.datetime) -> list[datetime.datetime]:
-    """Every elapse of the OnCalendar= expressions in (start, end], as systemd computes them."""
-    found: set[datetime.datetime] = set()
-    for expression in expressions:
-        done = analyze("calendar", f"--base-time={start:%Y-%m-%d %H:%M:%S} UTC", "--iterations=3000", expression)
-        assert done.returncode == 0, done.stderr
-        for stamp in re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+) UTC", done.stdout):
-            when = datetime.datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S").replace(tzinfo=datetime.UTC)
-            if when <= end:
-                found.add(when)
-    return sorted(found)
+def test_timer_starts_the_service_and_leaves_certbot_timer_alone() -> None:
+    timer_unit = parse_unit(TIMER)
+    assert timer_unit["Timer"].get("Unit", ["certbot-dane.service"]) == ["certbot-dane.service"]
+    assert timer_unit["Install"] == {"WantedBy": ["timers.target"]}
+    assert "certbot.timer" not in TIMER.read_text().replace("Debian's certbot.timer", "")
+    assert "certbot.service" not in SERVICE.read_text() + TIMER.read_text()
 
 
-def test_timer_schedule_deploys_at_most_60_seconds_after_the_safe_moment() -> None:
-    """Worst case: the safe moment falls just after an elapse; the run starts at the next elapse, up to
-    AccuracySec + RandomizedDelaySec later, and needs RUN_BUDGET to swap."""
-    timer = parse_unit(TIMER)["Timer"]
-    assert set(timer) & {"OnActiveSec", "OnBootSec", "OnStartupSec", "OnUnitActiveSec", "OnUnitInactiveSec"} == set()
-    start = datetime.datetime(2024, 3, 30, 12, 0, tzinfo=datetime.UTC)  # a day across a DST change elsewhere
-    end = start + datetime.timedelta(days=1)
-    times = [start, *elapses(timer["OnCalendar"], start, end)]
-    assert len(times) > 2, "the timer must elapse"
-    longest_gap = max((b - a).total_seconds() for a, b in zip(times, times[1:], strict=False))
-    longest_gap = max(longest_gap, (end - times[-1]).total_seconds())
-    accuracy = timespan(one(parse_unit(TIMER), "Timer", "AccuracySec"))
-    delay = timespan(timer.get("RandomizedDelaySec", ["0"])[-1])
-
-    worst = longest_gap + accuracy + delay + RUN_BUDGET
-    assert worst <= MAX_LAG, (f"gap {longest_gap:g} s + accuracy {accuracy:g} s + delay {delay:g} s "
-                              f"+ run {RUN_BUDGET:g} s > {MAX_LAG:g} s")
+def test_timer_is_the_convergence_check_the_schedule_counts_on() -> None:
+    """55 min after every run, whatever started it: the moment `schedule.next_wake` leaves to this timer."""
+    timer_unit = parse_unit(TIMER)["Timer"]
+    assert timespan(one(parse_unit(TIMER), "Timer", "OnUnitInactiveSec")) == schedule.CONVERGE
+    assert "OnCalendar" not in timer_unit, "no fixed ticks: runs come when something can change"
 
 
-def test_timer_catches_up_after_downtime() -> None:
-    assert one(parse_unit(TIMER), "Timer", "Persistent") == "true"
+def test_timer_repairs_drift_within_the_hour() -> None:
+    """A record removed by hand right after a run is republished by the run after the convergence check."""
+    timer_unit = parse_unit(TIMER)
+    accuracy = timespan(one(timer_unit, "Timer", "AccuracySec"))
+    delay = timespan(timer_unit["Timer"].get("RandomizedDelaySec", ["0"])[-1])
+    run = timespan(one(parse_unit(SERVICE), "Service", "TimeoutStartSec"))
+    assert run == RUN_BUDGET
+    assert schedule.CONVERGE + accuracy + delay <= 3600 - 60, "the check itself starts within 59 min"
+
+
+def test_timer_runs_soon_after_boot_and_after_it_is_enabled() -> None:
+    """Transient wake-ups do not survive a reboot: OnActiveSec= counts from the timer's own start (boot or
+    `systemctl enable --now`), OnUnitInactiveSec= from there on."""
+    assert timespan(one(parse_unit(TIMER), "Timer", "OnActiveSec")) <= 5 * 60
+
+
+def test_timer_brings_the_path_unit_along() -> None:
+    """Installations that enabled only the timer (before the path unit existed) get the hook's wake-up too."""
+    assert parse_unit(TIMER)["Unit"]["Wants"] == ["certbot-dane.path"]
