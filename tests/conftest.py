@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TypeVar
 
@@ -22,13 +22,11 @@ from sandbox.servers import (
     generate_tsig_key,
     missing_binaries,
 )
-from tests.scenario import require_programs, require_real_servers
+from tests.scenario import MakeSandbox, require_programs, require_real_servers
 
 REAL_SERVER_FIXTURES = frozenset({"sandbox", "make_sandbox", "server_sandbox", "knot", "powerdns", "powerdns_lua"})
 """Fixtures that start real servers: tests using them get the `realservers` marker."""
 
-MakeSandbox = Callable[..., Sandbox]
-"""`make_sandbox(*, server="bind", secondary=False, pebble=True) -> Sandbox`, started."""
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -58,6 +58,9 @@ HOOK = REPO / "hooks" / "certbot-dane-deploy"
 FOREIGN = "2 1 1 " + "cd" * 32
 """An admin's own record (the issuing CA's key), never published by certbot-dane."""
 
+MakeSandbox = Callable[..., Sandbox]
+"""The `make_sandbox` fixture: `make_sandbox(*, server="bind", secondary=False, pebble=True) -> Sandbox`, started."""
+
 
 class Clock:
     """The clock injected into in-process runs: the wall clock and the time since boot, both moved on by `advance`."""

@@ -9,7 +9,6 @@ import stat
 import sys
 import tempfile
 import tomllib
-from collections.abc import Callable
 from pathlib import Path
 
 import dns.exception
@@ -31,11 +30,9 @@ from sandbox.servers import (
     generate_tsig_key,
     https_get,
 )
-from tests.scenario import require_real_servers
+from tests.scenario import MakeSandbox, require_real_servers
 
 pytestmark = pytest.mark.realservers
-
-MakeSandbox = Callable[..., Sandbox]
 
 
 def send_update(sandbox: Sandbox, zone: str, name: str, rdtype: str, value: str, key: TsigKey) -> str:
