@@ -23,6 +23,7 @@ from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed, WakeError
+from certbot_dane.history import record_step
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for, served_leaf_matches
@@ -71,10 +72,13 @@ class Rollout:
                    dry_run=dry_run)
 
     def say(self, lineage: str, text: str) -> None:
-        """Record one line of the run's report (printed by the CLI, logged here)."""
+        """Record one line of the run's report (printed by the CLI, logged here); a stage, deploy or retire
+        step also goes into the rollover history (`history`, read by `reports` and `status`)."""
         line = f"{lineage}: {'(dry run) ' if self.dry_run else ''}{text}"
         self.log.append(line)
         logger.info("%s", line)
+        if not self.dry_run:
+            record_step(self.config, lineage, text, self.now())
 
     def fail(self, batch: Batch, names: Iterable[str], err: DaneError) -> None:
         """Record a failure for these lineages, keep it in their state, and drop them from the batch."""
