@@ -8,6 +8,7 @@ import enum
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -17,6 +18,9 @@ from certbot_dane.dnssec import Verdict
 from certbot_dane.records import Answer
 from certbot_dane.rollover import Gate, LineageState
 from certbot_dane.tlsa import TlsaRecord, association_data
+
+if TYPE_CHECKING:  # mtastsreport builds on this module's findings
+    from certbot_dane.mtastsreport import DomainReport
 
 SCHEMA_VERSION = 1
 OVERDUE = 300.0          # seconds a ready deploy may wait (the timer runs every 30 s) before it is "overdue"
@@ -236,15 +240,16 @@ class LineageReport:
 
 @dataclass(frozen=True)
 class Report:
-    """The whole answer: one report per lineage."""
+    """The whole answer: one report per lineage (and one per MTA-STS domain)."""
 
     checked_at: float
     lineages: tuple[LineageReport, ...]
+    mta_sts: tuple[DomainReport, ...] = ()
 
     @property
     def status(self) -> Severity:
-        """The most severe lineage status."""
-        return max((lr.status for lr in self.lineages), default=Severity.OK)
+        """The most severe lineage (or MTA-STS domain) status."""
+        return max([*(lr.status for lr in self.lineages), *(d.status for d in self.mta_sts)], default=Severity.OK)
 
 
 # -- assess: pure ------------------------------------------------------------------------

@@ -30,12 +30,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_PATH = Path("/etc/certbot-dane/certbot-dane.toml")
 ENV_VAR = "CERTBOT_DANE_CONFIG"
 
-_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "monitor_group", "dns", "lineage", "status"}
+_TOP_KEYS = {"state_dir", "deploy_dir", "letsencrypt_dir", "monitor_group", "dns", "lineage", "status", "mta_sts",
+             "reports"}
 _DNS_KEYS = {
     "server", "port", "key_file", "key_name", "key_secret", "key_algorithm",
     "nameservers", "timeout", "propagation_timeout",
 }
 _STATUS_KEYS = {"resolver", "rrsig_warning_days", "endpoint_timeout"}
+_REPORTS_KEYS = {"database", "retention_days", "max_size", "status_days"}
+_MTA_STS_KEYS = {"mode", "mx", "max_age", "policy_file", "tlsrpt", "ca_file"}
+_MTA_STS_MODES = ("enforce", "testing", "none")
+_MX_PATTERN_RE = re.compile(r"(\*\.)?([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]*[a-z0-9])?\.?", re.I | re.A)
 _LINEAGE_KEYS = {"tlsa", "params", "tlsa_ttl", "reload", "verify", "verify_address", "key_group", "min_wait"}
 _VERIFY_SCHEMES = {"smtp": 25, "submission": 587, "submissions": 465, "imap": 143, "imaps": 993,
                    "pop3": 110, "pop3s": 995, "https": 443}
@@ -125,6 +130,33 @@ class StatusSettings:
 
 
 @dataclass(frozen=True)
+class MtaStsSettings:
+    """One mail domain's MTA-STS policy (RFC 8461) and TLSRPT record (RFC 8460): the `[mta_sts."DOMAIN"]` table."""
+
+    domain: str                      # lower case, no trailing dot
+    mode: str                        # enforce | testing | none
+    mx: tuple[str, ...] | None       # MX patterns (`mx1.example.org`, `*.mx.example.org`); None: the MX RRset
+    max_age: int                     # seconds senders may cache the policy
+    policy_file: Path                # what the web server serves at https://mta-sts.DOMAIN/.well-known/mta-sts.txt
+    tlsrpt: tuple[str, ...] = ()     # rua URIs of the _smtp._tls record; empty: certbot-dane leaves it alone
+    ca_file: Path | None = None      # CA bundle for the HTTPS and SMTP checks; None: the system's
+
+
+@dataclass(frozen=True)
+class ReportsSettings:
+    """Where TLSRPT reports are kept and for how long (the `[reports]` table)."""
+
+    database: Path | None = None   # default: <state_dir>/tlsrpt.sqlite3
+    retention_days: float = 400.0  # `reports import` deletes reports whose period ended longer ago
+    max_size: int = 10 * 1024 * 1024  # bytes a report, a message or a file may take (uncompressed); larger: skipped
+    status_days: float = 7.0       # `status` warns about DANE failures in reports that ended this recently
+
+    def path(self, state_dir: Path) -> Path:
+        """The SQLite database file."""
+        return self.database or state_dir / "tlsrpt.sqlite3"
+
+
+@dataclass(frozen=True)
 class Config:
     """Everything certbot-dane reads from its configuration file."""
 
@@ -137,6 +169,8 @@ class Config:
     # gid that may read the state directory and staged certificates: `status` as a monitoring user
     monitor_group: int | None = field(default=None, kw_only=True)
     status: StatusSettings = field(default_factory=StatusSettings)
+    mta_sts: dict[str, MtaStsSettings] = field(default_factory=dict, kw_only=True)
+    reports: ReportsSettings = field(default_factory=ReportsSettings, kw_only=True)
 
 
 def default_path() -> Path:
@@ -216,17 +250,65 @@ class _Parser:
         monitor_group = self.group("monitor_group", data.get("monitor_group"))
         dns = self.dns(self.table(data, "dns", required=True))
         status = self.status(self.table(data, "status"))
+        reports = self.reports(self.table(data, "reports"))
         lineages = {}
         for name, table in self.table(data, "lineage").items():
             lineage = self.lineage(name, table)
             if lineage is not None:
                 lineages[name] = lineage
+        mta_sts = {}
+        for domain, table in self.table(data, "mta_sts").items():
+            sts = self.mta_sts(domain, table)
+            if sts is not None:
+                mta_sts[sts.domain] = sts
         if self.problems:
             lines = "\n  ".join(self.problems)
             raise ConfigError(f"{self.path}: {len(self.problems)} problem(s):\n  {lines}")
         assert dns is not None
         return Config(self.path, state_dir, deploy_dir, dns, lineages, letsencrypt_dir, status,
-                      monitor_group=monitor_group)
+                      monitor_group=monitor_group, mta_sts=mta_sts, reports=reports)
+
+    def mta_sts(self, domain: str, table: Any) -> MtaStsSettings | None:
+        """One `[mta_sts."DOMAIN"]` table (RFC 8461 policy, RFC 8460 reporting)."""
+        label = f'mta_sts."{domain}"'
+        if not _MX_PATTERN_RE.fullmatch(domain) or domain.startswith("*"):
+            self.problem(label, "not a domain name like example.org")
+            return None
+        if not isinstance(table, dict):
+            self.problem(label, "must be a table")
+            return None
+        self.unknown(table, _MTA_STS_KEYS, f"{label}.")
+        mode = table.get("mode", "enforce")
+        if mode not in _MTA_STS_MODES:
+            self.problem(f"{label}.mode", f"must be one of {', '.join(_MTA_STS_MODES)}, not {mode!r}")
+        mx = None
+        if "mx" in table:
+            mx = tuple(p.lower().rstrip(".") for p in self.string_list(table, "mx", f"{label}.mx"))
+            for pattern in mx:
+                if not _MX_PATTERN_RE.fullmatch(pattern):
+                    self.problem(f"{label}.mx", f"{pattern!r} is not a host name or *.domain pattern (RFC 8461 §4.1)")
+            if not mx and mode != "none":
+                self.problem(f"{label}.mx", "an enforce or testing policy needs at least one MX pattern; "
+                                            "leave mx out to use the domain's MX RRset")
+        max_age = table.get("max_age", 604800)
+        if isinstance(max_age, bool) or not isinstance(max_age, int) or not 0 <= max_age <= 31557600:
+            self.problem(f"{label}.max_age", "must be a whole number of seconds from 0 to 31557600 (RFC 8461 §3.2)")
+            max_age = 604800
+        policy_file = table.get("policy_file")
+        if not isinstance(policy_file, str) or not policy_file.startswith("/"):
+            self.problem(f"{label}.policy_file", "missing or not an absolute path: the file the web server serves "
+                                                 f"at https://mta-sts.{domain}/.well-known/mta-sts.txt")
+            policy_file = "/"
+        tlsrpt = tuple(self.string_list(table, "tlsrpt", f"{label}.tlsrpt"))
+        for uri in tlsrpt:
+            if not uri.startswith(("mailto:", "https://")) or any(c in uri for c in ",!; \t") or len(uri) < 9:
+                self.problem(f"{label}.tlsrpt", f"{uri!r} is not a mailto: or https:// reporting URI (RFC 8460 §3)")
+        ca_file = table.get("ca_file")
+        if ca_file is not None and (not isinstance(ca_file, str) or not ca_file.startswith("/")):
+            self.problem(f"{label}.ca_file", "must be an absolute path to a PEM CA bundle")
+            ca_file = None
+        return MtaStsSettings(domain.lower().rstrip("."), mode if mode in _MTA_STS_MODES else "enforce", mx,
+                              max_age, Path(policy_file), tlsrpt, Path(ca_file) if ca_file else None)
 
     def status(self, table: dict[str, Any]) -> StatusSettings:
         self.unknown(table, _STATUS_KEYS, "status.")
@@ -250,6 +332,23 @@ class _Parser:
                 value = default
             numbers[key] = float(value)
         return StatusSettings(resolver, numbers["rrsig_warning_days"], numbers["endpoint_timeout"])
+
+    def reports(self, table: dict[str, Any]) -> ReportsSettings:
+        self.unknown(table, _REPORTS_KEYS, "reports.")
+        defaults = ReportsSettings()
+        database = table.get("database")
+        if database is not None and (not isinstance(database, str) or not database.startswith("/")):
+            self.problem("reports.database", "must be an absolute path")
+            database = None
+        numbers: dict[str, float] = {}
+        for key in ("retention_days", "max_size", "status_days"):
+            value = table.get(key, getattr(defaults, key))
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                self.problem(f"reports.{key}", f"must be a positive number, not {value!r}")
+                value = getattr(defaults, key)
+            numbers[key] = value
+        return ReportsSettings(Path(database) if database else None, float(numbers["retention_days"]),
+                               int(numbers["max_size"]), float(numbers["status_days"]))
 
     def unknown(self, table: dict[str, Any], known: set[str], prefix: str) -> None:
         for key in table:

@@ -23,6 +23,7 @@ from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed, WakeError
+from certbot_dane.mtasts_io import publish_policies, refuse_swap
 from certbot_dane.history import record_step
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
@@ -211,6 +212,7 @@ class Rollout:
                 continue
             swap.check(st, result)
             try:
+                refuse_swap(self, lineage, swap)  # MTA-STS: the staged certificate covers every MX host enforced
                 batch[name] = (lineage, self.go_live(lineage, swap))
             except DaneError as err:
                 self.fail(batch, [name], err)
@@ -564,6 +566,8 @@ def deploy_all(rollout: Rollout, names: list[str] | None = None, force: bool = F
         except DnsError as err:
             rollout.fail(batch, batch, err)
         rollout.settle(batch)
+        if not names:
+            publish_policies(rollout)  # MTA-STS policy files and TXT records, after the lineages' phases
         if wake is not None and whole:
             _schedule(rollout, batch, wake)
     return rollout.failures

@@ -59,3 +59,7 @@ class VerifyFailed(DaneError):
 
 class WakeError(DaneError):
     """The next deploy run could not be scheduled (systemd-run or systemctl failed); the hourly run still comes."""
+
+
+class MtaStsError(DaneError):
+    """An MTA-STS policy cannot be written, is not served as intended, or a certificate would break it."""

@@ -27,6 +27,15 @@ JSON schema, version 1 (docs/status-json.md has the full description; fields are
                        "fingerprint": HEX | null, "matched": "3 0 1 HEX" | null, "text": TEXT}]}]}
     CERT = {"fingerprint": HEX, "subject": TEXT, "serial": HEX, "not_after": ISO,
             "days_left": FLOAT, "expired": BOOL, "records": ["3 0 1 HEX", ...]}
+    and, at the top level, one entry per MTA-STS domain (certbot_dane.mtastsreport)::
+    "mta_sts": [{"domain": DOMAIN, "status": "OK|WARNING|CRITICAL", "mode": "enforce|testing|none",
+        "intended": {"id": ID, "text": POLICY} | null,
+        "served": [{"address": ADDRESS, "id": ID | null, "matches_intended": BOOL, "error": TEXT | null,
+                    "https_not_after": ISO | null, "https_days_left": FLOAT | null}],
+        "txt": {"name": FQDN, "records": [TEXT, ...], "id": ID | null, "matches_served": BOOL},
+        "mx": [{"host": HOST, "matched": BOOL | null, "endpoints": [{"address": ADDRESS, "valid": BOOL,
+                "error": TEXT | null, "names": [NAME, ...], "not_after": ISO | null, "days_left": FLOAT | null}]}],
+        "tlsrpt": {"name": FQDN, "intended": TEXT | null, "records": [TEXT, ...]}, "findings": [...]}]
 """
 
 from __future__ import annotations
@@ -62,6 +71,7 @@ from certbot_dane.dnsclient import DnsClient, value_text
 from certbot_dane.dnssec import SignedAnswer, Verdict
 from certbot_dane.errors import ConfigError, DaneError, StateError
 from certbot_dane.monitorformat import nagios, prometheus, prometheus_unknown
+from certbot_dane.mtasts_io import mta_sts_reports
 from certbot_dane.records import Answer
 from certbot_dane.statusformat import to_json, to_text, unknown_json
 from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
@@ -174,9 +184,11 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
     up = boot.uptime() if given_now is None else None
     reports = [assess(lineage, found[lineage.name], observed, now, up, cfg.status) for lineage in lineages]
     steps = pending(cfg, client, lineages, found, observed, now)
+    resolver = system_resolver() if cfg.status.resolver == "system" else cfg.status.resolver  # MTA-STS: sender's view
+    sts = mta_sts_reports(cfg, client, now, resolver if isinstance(resolver, Endpoint) else None)
     return Report(now, tuple(dataclasses.replace(r, pending=steps[r.lineage] + (
         (f"deploy certificate {r.staged.fingerprint[:16]}",) if r.phase == "ready" and r.staged else ()))
-        for r in reports))
+        for r in reports), mta_sts=sts)
 
 
 def system_resolver() -> Endpoint | None:
@@ -294,7 +306,7 @@ def select(cfg: Config, name: str | None) -> list[LineageSettings]:
         if name not in cfg.lineages:
             raise ConfigError(f"lineage {name!r} is not configured in {cfg.path}")
         return [cfg.lineages[name]]
-    if not cfg.lineages:
+    if not cfg.lineages and not cfg.mta_sts:
         raise ConfigError(f"no lineage is configured in {cfg.path}: nothing to check")
     return [cfg.lineages[n] for n in sorted(cfg.lineages)]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from certbot_dane import mtastsreport
 from certbot_dane.assessment import PHASES, SCHEMA_VERSION, CertView, Report, Severity, iso, short
 from certbot_dane.dnssec import Verdict
 
@@ -47,13 +48,14 @@ def to_json(rep: Report) -> dict[str, Any]:
             "endpoints": [{"endpoint": e.target, "address": e.address, "status": e.status.name,
                            "fingerprint": e.fingerprint, "matched": e.matched, "text": e.text} for e in lr.endpoints],
         } for lr in rep.lineages],
+        "mta_sts": [mtastsreport.to_json(d, rep.checked_at) for d in rep.mta_sts],
     }
 
 
 def unknown_json(error: str, now: float) -> dict[str, Any]:
     """The JSON document when the check could not run."""
     return {"schema_version": SCHEMA_VERSION, "status": Severity.UNKNOWN.name, "checked_at": iso(now),
-            "error": error, "lineages": []}
+            "error": error, "lineages": [], "mta_sts": []}
 
 
 _COLOURS = {"CRITICAL": "1;31", "WARNING": "33", "OK": "32", "UNKNOWN": "35", "deployed": "32", "staged": "36",
@@ -62,12 +64,15 @@ _COLOURS = {"CRITICAL": "1;31", "WARNING": "33", "OK": "32", "UNKNOWN": "35", "d
 
 def summary(rep: Report) -> str:
     """The Nagios status line: state, counts, and the most severe finding."""
-    findings = sorted((f for lr in rep.lineages for f in lr.findings), key=lambda f: -f.severity)
+    sts = [f for d in rep.mta_sts for f in d.findings]  # MTA-STS findings name their domain
+    findings = sorted((*(f for lr in rep.lineages for f in lr.findings), *sts), key=lambda f: -f.severity)
     critical, warnings = (sum(f.severity == s for f in findings) for s in (Severity.CRITICAL, Severity.WARNING))
     counts = f"{critical} critical, {warnings} warning{'' if warnings == 1 else 's'}"
     first = next((f"{lr.lineage}: {f.text}" for lr in rep.lineages for f in lr.findings
-                  if f.severity == rep.status), "every certificate matches its published records")
-    return f"DANE {rep.status.name}: {len(rep.lineages)} lineage(s), {counts}; {first}"
+                  if f.severity == rep.status), next((f"mta-sts {f.text}" for f in sts if f.severity == rep.status),
+                                                     "every certificate matches its published records"))
+    domains = f", {len(rep.mta_sts)} MTA-STS domain(s)" if rep.mta_sts else ""
+    return f"DANE {rep.status.name}: {len(rep.lineages)} lineage(s){domains}, {counts}; {first}"
 
 
 def to_text(rep: Report, colour: bool = False) -> str:
@@ -105,4 +110,5 @@ def to_text(rep: Report, colour: bool = False) -> str:
         lines += [f"  {c(f'{f.severity.name:<8}', f.severity.name)} {f.text}" for f in lr.findings]
         lines += [f"  {'advice':<9} {text}" for text in lr.advice]
         lines += [f"  {'next run' if i == 0 else '':<9} {step}" for i, step in enumerate(lr.pending)]
+    lines += [line for d in rep.mta_sts for line in mtastsreport.to_text(d, rep.checked_at)]
     return "\n".join(lines)

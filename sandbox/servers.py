@@ -125,7 +125,8 @@ ODD_RECORDS = CNAME_RECORDS + MALFORMED_RECORDS
 
 ZONES = (
     ZoneSpec("example.org", " ".join([_zonesub_policy("certbot-dane."),
-                                      *(_zonesub_policy(f"alg-{a}.") for a in ALGORITHMS)]),
+                                      *(_zonesub_policy(f"alg-{a}.") for a in ALGORITHMS),
+                                      "grant zone-admin. zonesub A MX;"]),  # the admin's (MTA-STS tests)
              records=("mx A 127.0.0.1", *(f"dual A {a}" for a in DUAL_ADDRESSES), *CNAME_RECORDS)),
     ZoneSpec("example.net", _zonesub_policy("certbot-dane.")),
     ZoneSpec("locked.example", "grant certbot-dane. name _acme-challenge.ok.locked.example. TXT;"),
@@ -1146,11 +1147,13 @@ class Sandbox:
         self.intruder_key = generate_tsig_key("intruder.", keydir)
         self.algorithm_keys = {a: generate_tsig_key(f"alg-{a}.", keydir, a) for a in ALGORITHMS}
         """One key per TSIG algorithm, each granted TXT and TLSA in example.org (BIND only)."""
+        self.admin_key = generate_tsig_key("zone-admin.", keydir)
+        """The admin's key: A and MX records in example.org (BIND only), what certbot-dane's key may not change."""
         self._serverdir: Path | None = None
         self.primary: AuthoritativeServer
         self.secondary: AuthoritativeServer | None = None
         if server == "bind":
-            keys = (self.key, self.intruder_key, *self.algorithm_keys.values())
+            keys = (self.key, self.intruder_key, *self.algorithm_keys.values(), self.admin_key)
             self.primary = NamedServer("primary", PRIMARY_ADDRESS, self.port, self.base / "primary", zones=ZONES,
                                        control_port=self._pick([PRIMARY_ADDRESS], taken), keys=keys)
             if secondary:

@@ -258,3 +258,57 @@ def test_monitor_group_is_a_group_name_resolved_to_its_gid(tmp_path, key_file):
         config.load(write(tmp_path, 'monitor_group = "no-such-group-x"\n' + body))
     with pytest.raises(ConfigError, match="monitor_group: must be a group name"):
         config.load(write(tmp_path, 'monitor_group = 7\n' + body))
+
+
+def test_mta_sts_tables_become_typed_settings(tmp_path, key_file):
+    cfg = config.load(write(tmp_path, f'''
+[dns]
+server = "127.0.0.1"
+key_file = "{key_file}"
+[mta_sts."Example.org"]
+mode = "testing"
+mx = ["mx1.example.org", "*.MX.example.org."]
+max_age = 86400
+policy_file = "/var/www/mta-sts/.well-known/mta-sts.txt"
+tlsrpt = ["mailto:tlsrpt@example.org", "https://reports.example.org/v1"]
+ca_file = "/etc/ssl/certs/ca-certificates.crt"
+[mta_sts."example.net"]
+policy_file = "/srv/net.txt"
+'''))
+    org, net = cfg.mta_sts["example.org"], cfg.mta_sts["example.net"]
+    assert (org.mode, org.mx, org.max_age) == ("testing", ("mx1.example.org", "*.mx.example.org"), 86400)
+    assert org.policy_file == Path("/var/www/mta-sts/.well-known/mta-sts.txt")
+    assert org.tlsrpt == ("mailto:tlsrpt@example.org", "https://reports.example.org/v1")
+    assert org.ca_file == Path("/etc/ssl/certs/ca-certificates.crt")
+    assert (net.mode, net.mx, net.max_age, net.tlsrpt, net.ca_file) == ("enforce", None, 604800, (), None)
+
+
+def test_every_mta_sts_problem_is_named_in_one_error(tmp_path, key_file):
+    path = write(tmp_path, f'''
+[dns]
+server = "127.0.0.1"
+key_file = "{key_file}"
+[mta_sts."example.org"]
+mode = "strict"
+mx = ["mx1..example.org", "*.*.example.org"]
+max_age = 99999999
+tlsrpt = ["tlsrpt@example.org"]
+polcy_file = "/x"
+[mta_sts."*.example.net"]
+policy_file = "/x"
+[mta_sts."example.com"]
+mx = []
+policy_file = "relative"
+''')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    for problem in ['mta_sts."example.org".mode: must be one of enforce, testing, none',
+                    "'mx1..example.org' is not a host name", "'*.*.example.org' is not a host name",
+                    "max_age: must be a whole number of seconds from 0 to 31557600",
+                    "'tlsrpt@example.org' is not a mailto: or https:// reporting URI",
+                    'polcy_file: unknown key (did you mean mta_sts."example.org".policy_file?)',
+                    'mta_sts."example.org".policy_file: missing', 'mta_sts."*.example.net": not a domain name',
+                    'mta_sts."example.com".mx: an enforce or testing policy needs at least one MX pattern',
+                    'mta_sts."example.com".policy_file: missing or not an absolute path']:
+        assert problem in message
