@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl faketime
-          postfix unbound)  # postfix ships posttls-finger; both only for tests/test_sender.py, on their own configs
+          postfix unbound   # postfix ships posttls-finger; both only for tests/test_sender.py, on their own configs
+          systemd-container mmdebstrap)  # tests/test_systemd_boot.py boots a Debian root with systemd as PID 1
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
