@@ -104,7 +104,7 @@ class Scenario:
         self.params = tuple(TlsaParams.from_text(p) for p in params)
         self.clock = clock or Clock()
         self.ran = tmp / "reloads.log"
-        self._source = box.base / "certbot" / "config" / "live" / name  # where the newest certificate is
+        self.live_dir = box.base / "certbot" / "config" / "live" / name  # certbot's live/: the newest certificate
         self._delivered: list[Path] = []
         reload = reload if reload is not None else [f"sh -c 'echo reloaded >> {self.ran}'"]
         lineage_extra = "\n".join([
@@ -126,12 +126,11 @@ class Scenario:
         again = Scenario(self.box, self.tmp, self.name, tlsa if tlsa is not None else self.tlsa, ttl=self.ttl,
                          params=params if params is not None else tuple(str(p) for p in self.params),
                          clock=self.clock)
-        again._source, again._delivered = self._source, self._delivered
+        again._delivered = self._delivered
         return again
 
     # -- certbot -------------------------------------------------------------------------
     def certbot(self, *args: str) -> subprocess.CompletedProcess[str]:
-        self._source = self.box.base / "certbot" / "config" / "live" / self.name
         return self.box.certbot(*args, env=self.env)
 
     def issue(self, *domains: str) -> subprocess.CompletedProcess[str]:
@@ -164,20 +163,18 @@ class Scenario:
         certificate made before, so that each is newer than the last (as `deploy` tells them apart).
         A copy stays in a directory of its own (for `records`).
         """
-        key = serialization.load_pem_private_key((self._source / "privkey.pem").read_bytes(), None) \
+        key = serialization.load_pem_private_key((self.live_dir / "privkey.pem").read_bytes(), None) \
             if reuse_key else None
         if age is None:
             age = datetime.timedelta(hours=1, seconds=-10 * len(self._delivered))
         kept = self.tmp / "renewed" / str(time.monotonic_ns()) / self.name
         write_certificate(kept, self.name, age=age, lifetime=lifetime, key=key, ca=ca)
         self._delivered.append(kept)
-        live = self.box.base / "certbot" / "config" / "live" / self.name
-        live.mkdir(parents=True, exist_ok=True)
+        self.live_dir.mkdir(parents=True, exist_ok=True)
         for file in kept.iterdir():
-            (live / file.name).unlink(missing_ok=True)  # certbot's symlinks into archive/, if it issued before
-            shutil.copy2(file, live / file.name)
-        self._source = live
-        return live
+            (self.live_dir / file.name).unlink(missing_ok=True)  # certbot's symlinks into archive/, if it issued
+            shutil.copy2(file, self.live_dir / file.name)
+        return self.live_dir
 
     def hand_over(self, directory: Path, via: str = "stage") -> None:
         """Hand a certificate directory to certbot-dane as certbot hands a renewal to its deploy hook.
@@ -281,7 +278,7 @@ class Scenario:
     # -- files ---------------------------------------------------------------------------
     def certbot_cert(self) -> bytes:
         """The newest certificate certbot (or a delivery) handed over."""
-        return (self._source / "cert.pem").read_bytes()
+        return (self.live_dir / "cert.pem").read_bytes()
 
     def deployed(self, file: str = "cert.pem") -> bytes | None:
         path = self.tmp / "live" / self.name / file
@@ -306,7 +303,7 @@ class Scenario:
 
     def _fullchain_for(self, cert_pem: bytes) -> bytes:
         for directory in (self.tmp / "live" / self.name, *(self.tmp / "state" / "staging" / self.name).glob("*"),
-                          self.box.base / "certbot" / "config" / "live" / self.name, *self._delivered):
+                          self.live_dir, *self._delivered):
             if (directory / "cert.pem").exists() and (directory / "cert.pem").read_bytes() == cert_pem:
                 return (directory / "fullchain.pem").read_bytes()
         raise AssertionError("certificate not found in any known directory")
