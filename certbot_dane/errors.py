@@ -61,5 +61,9 @@ class WakeError(DaneError):
     """The next deploy run could not be scheduled (systemd-run or systemctl failed); the hourly run still comes."""
 
 
+class ReportError(DaneError):
+    """A TLSRPT report cannot be read (not a report, malformed, truncated, oversized); skipped, nothing stored lost."""
+
+
 class MtaStsError(DaneError):
     """An MTA-STS policy cannot be written, is not served as intended, or a certificate would break it."""
