@@ -42,12 +42,9 @@ INSTALLED = [
     "/usr/lib/python3/dist-packages/certbot_dane/plugin.py",
     "/usr/lib/python3/dist-packages/certbot_dane/compat.py",
     "/usr/lib/python3/dist-packages/certbot_dane-0.1.0.dist-info/entry_points.txt",
-    "/usr/share/certbot-dane/hooks/certbot-dane-deploy",
-    "/usr/share/certbot-dane/hooks/certbot-dane-auth",
-    "/usr/share/certbot-dane/hooks/certbot-dane-cleanup",
     "/usr/share/certbot-dane/certbot-dane.toml.example",
-    "/lib/systemd/system/certbot-dane.service",
-    "/lib/systemd/system/certbot-dane.timer",
+    *(f"/usr/share/certbot-dane/hooks/{hook.name}" for hook in (REPO / "hooks").iterdir()),
+    *(f"/lib/systemd/system/{unit.name}" for unit in (REPO / "systemd").glob("certbot-dane.*")),
 ]
 LEFTOVER_GLOBS = [
     ("/usr/lib/python3/dist-packages", "certbot_dane*"),
