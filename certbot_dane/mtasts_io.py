@@ -144,7 +144,7 @@ def _remember(cfg: Config, domain: str, held: Sequence[Held]) -> None:
 
 def _read(path: Path) -> str | None:
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_bytes().decode("utf-8")  # as served: no newline translation (the policy has CRLF lines)
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as err:

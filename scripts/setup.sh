@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl faketime
           postfix unbound   # postfix ships posttls-finger; both only for tests/test_sender.py, on their own configs
+          nginx             # the MTA-STS policy host of tests/test_mtasts_io.py and the demo, on its own config
           systemd-container mmdebstrap)  # tests/test_systemd_boot.py boots a Debian root with systemd as PID 1
 missing=()
 for pkg in "${PACKAGES[@]}"; do
@@ -28,7 +29,7 @@ if ((${#missing[@]})); then
     fi
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     [ -z "$policy" ] || { $SUDO rm -f "$policy"; trap - EXIT; }
-    for unit in postfix unbound; do  # nor at boot
+    for unit in postfix unbound nginx; do  # nor at boot
         [[ " ${missing[*]} " != *" $unit "* ]] || $SUDO systemctl disable --quiet "$unit.service" 2>/dev/null || true
     done
 fi
