@@ -236,6 +236,23 @@ def records(domain: str, served: str | None, sts: Answer, rua: tuple[str, ...], 
     return Changes(tuple(add), tuple(remove), tuple(require), tuple(lines))
 
 
+def unsafe(policy: Policy, mx: tuple[str, ...], deployed: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """Why senders holding `policy` would refuse a host of the MX RRset `mx` (empty: it is safe to publish).
+
+    Only an enforce policy makes senders refuse (RFC 8461 §5): an MX host it does not match, or one it
+    matches whose deployed certificate (`deployed`: host -> the names of the certificate a configured
+    lineage deploys for it) does not cover its name. Hosts no lineage serves are not judged here (`status`
+    checks what every MX host presents).
+    """
+    if policy.mode != "enforce":
+        return []
+    found = [f"MX host {host} is not matched by mx ({', '.join(policy.mx)})" for host in mx if not policy.matches(host)]
+    found += [f"the certificate deployed for {host} ({', '.join(names) or 'no names'}) does not cover it"
+              for host, names in sorted(deployed.items()) if host in mx and policy.matches(host)
+              and not covers(names, host)]
+    return found
+
+
 # -- policies senders may hold, and the check before a swap ------------------------------------------
 @dataclass(frozen=True)
 class Held:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from cryptography import x509
 
-from certbot_dane import certificate, compat, mtasts, mtastsreport, state, verify, zone
+from certbot_dane import certificate, certstore, compat, mtasts, mtastsreport, state, verify, zone
 from certbot_dane.config import Config, Endpoint, LineageSettings, MtaStsSettings, VerifyTarget
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import DaneError, DnsError, MtaStsError, StateError, VerifyFailed
@@ -193,16 +193,20 @@ def publish_policies(rollout: Rollout) -> None:
 def _domain(rollout: Rollout, settings: MtaStsSettings, label: str) -> tuple[mtasts.Changes, str | None]:
     """One domain: write the file if the policy changed, check what is served, plan the TXT records."""
     cfg, client, domain = rollout.config, rollout.client, settings.domain
-    mx = mx_rrset(client, domain) if settings.mx is None else None
-    if settings.mx is None and mx is None:
-        raise MtaStsError(f"{client.settings.server} did not say what the MX RRset of {domain} is: "
-                          "the policy lists it (no mx configured), so nothing was changed")
+    mx = mx_rrset(client, domain)
+    if mx is None:
+        raise MtaStsError(f"{client.settings.server} did not say what the MX RRset of {domain} is: nothing was "
+                          "changed (the policy must match every MX host)")
     try:
         policy = mtasts.intended(settings, mx)
     except ValueError as err:
         raise MtaStsError(str(err)) from err
     text = policy.text()
     current = _read(settings.policy_file)
+    unsafe = mtasts.unsafe(policy, mx, _deployed_names(rollout)) if current != text else []
+    if unsafe:
+        raise MtaStsError(f"refusing to publish policy id {policy.id} (enforce): {'; '.join(unsafe)}; senders "
+                          "holding it would refuse that host. The policy file and the TXT record stay as they are")
     if current != text:
         rollout.say(label, f"write policy id {policy.id} ({policy.mode}, mx {', '.join(policy.mx) or '-'}, "
                            f"max_age {policy.max_age}) to {settings.policy_file}")
@@ -236,6 +240,20 @@ def _domain(rollout: Rollout, settings: MtaStsSettings, label: str) -> tuple[mta
                      f"every address serves policy id {policy.id}" + (" (dry run: the file was not written)"
                                                                         if rollout.dry_run and current != text
                                                                         else ""))
+
+
+def _deployed_names(rollout: Rollout) -> dict[str, tuple[str, ...]]:
+    """Host -> the names of the certificate deployed for it, for every configured lineage (from the files)."""
+    found: dict[str, tuple[str, ...]] = {}
+    for lineage in rollout.config.lineages.values():
+        deployed = certstore.read_dir(rollout.store.live_dir(lineage.name), private=False)
+        try:
+            names = certificate.info(deployed.cert).names if deployed is not None else None
+        except ValueError:  # an unparsable certificate fails its own lineage; status names it
+            names = None
+        if names is not None:
+            found.update(dict.fromkeys(lineage.hosts, names))
+    return found
 
 
 def _each(job: Callable[[str], Fetched], found: Sequence[str]) -> list[Fetched]:

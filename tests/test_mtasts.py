@@ -146,6 +146,19 @@ def test_a_certificate_that_no_longer_covers_an_enforced_mx_host_is_refused(
         assert "\n" not in line and "mx1.example.org" in line and "stay" in line
 
 
+@pytest.mark.parametrize(("policy", "deployed", "problems"), [
+    (ENFORCE, {"mx1.example.org": ("mx1.example.org",)}, []),
+    (ENFORCE, {"mx1.example.org": ("web.example.org",)}, ["the certificate deployed for mx1.example.org"]),
+    (ENFORCE, {"other.example.org": ("web.example.org",)}, []),  # not an MX host
+    (Policy("enforce", ("a.mx.example.org",), 1), {}, ["MX host mx1.example.org is not matched"]),
+    (Policy("testing", ("a.mx.example.org",), 1), {"mx1.example.org": ("web.example.org",)}, []),
+])
+def test_an_enforce_policy_is_published_only_if_senders_would_accept_every_mx_host(
+        policy: Policy, deployed: dict[str, tuple[str, ...]], problems: list[str]) -> None:
+    found = mtasts.unsafe(policy, ("mx1.example.org", "a.mx.example.org"), deployed)
+    assert len(found) == len(problems) and all(p in f for p, f in zip(problems, found, strict=True))
+
+
 def test_a_replaced_policy_is_held_for_its_max_age_and_then_forgotten() -> None:
     old = Policy("enforce", ("mx1.example.org",), 100)
     held = mtasts.replaced(old.text(), ENFORCE, D, 1000.0)

@@ -155,12 +155,12 @@ def bed(sandbox: Sandbox) -> Iterator[Bed]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def deploy(config: Path, clock: Clock | None = None) -> Ran:
+def deploy(config: Path, clock: Clock | None = None, *, dry_run: bool = False) -> Ran:
     """One `certbot-dane deploy` run in this process (the injected clock's time), printed as the command prints it."""
     clock = clock or Clock()
     settings = load(config)
     run = rollout_module.Rollout(settings, DnsClient(settings.dns), CertStore(settings.state_dir, settings.deploy_dir),
-                                 now=clock.now, uptime=clock.uptime)
+                                 now=clock.now, uptime=clock.uptime, dry_run=dry_run)
     failures = rollout_module.deploy_all(run, None)
     errors = "".join(f"certbot-dane: error: {name}: {error}\n" for name, error in failures.items())
     return Ran(1 if failures else 0, "".join(f"{line}\n" for line in run.log), errors)
@@ -194,6 +194,10 @@ def test_first_publication_serves_the_policy_then_publishes_its_id_and_the_repor
     domain = bed.domain("first")
     config = bed.config("first", f'mode = "enforce"\nmax_age = 86400\ntlsrpt = ["{RUA}"]')
     assert bed.query(domain) == ("NONE", None)  # nothing published yet: senders see no policy
+    serial = bed.box.primary.soa_serial(ZONE)
+    ran = deploy(config, dry_run=True)  # says what it would do, changes nothing
+    assert "(dry run) write policy id" in ran.stdout and "(dry run) publish _mta-sts." not in ran.stdout
+    assert not (bed.roots[domain] / ".well-known").exists() and bed.box.primary.soa_serial(ZONE) == serial
     ran = deploy(config)
     assert ran.returncode == 0, ran.stderr
     policy = mtasts.Policy("enforce", (f"mx1.{domain}",), 86400)
@@ -340,3 +344,12 @@ def test_an_mx_added_to_dns_but_not_to_the_policy_is_critical(bed: Bed) -> None:
     assert all(e["valid"] for m in entry["mx"] for e in m["endpoints"])  # its certificate is fine: the policy is not
     result, (_, seen) = bed.query(domain)
     assert result == "VALID" and seen["mx"] == [f"mx1.{domain}"]  # a sender's policy leaves mx2 out: it refuses mx2
+    serial = bed.box.primary.soa_serial(ZONE)
+    changed = bed.config("extra", f'mode = "enforce"\nmx = ["mx1.{domain}"]\nmax_age = 43200')
+    ran = deploy(changed)  # another policy that still leaves mx2 out is not published
+    assert ran.returncode == 1 and ran.stderr.count("\n") == 1
+    assert f"MX host mx2.{domain} is not matched by mx (mx1.{domain})" in ran.stderr
+    assert bed.box.primary.soa_serial(ZONE) == serial and bed.query(domain)[1][1]["max_age"] == 86400
+    fixed = bed.config("extra", f'mode = "enforce"\nmx = ["mx1.{domain}", "mx2.{domain}"]\nmax_age = 43200')
+    assert deploy(fixed).returncode == 0
+    assert bed.query(domain)[1][1]["mx"] == [f"mx1.{domain}", f"mx2.{domain}"] and report(fixed)[0] == 0
