@@ -43,9 +43,9 @@ from sandbox.servers import (
 )
 
 SENDER_BINARIES = ("unbound", "postfix", "postconf", "posttls-finger", "unshare", "mount", "setpriv")
-"""Programs the sender needs: Debian's unbound and postfix (which ships posttls-finger), util-linux."""
+"""Programs the sender needs: Debian's unbound and postfix (which ships posttls-finger), util-linux, mount."""
 
-SENDER_APT_PACKAGES = "unbound postfix util-linux"
+SENDER_APT_PACKAGES = "unbound postfix util-linux mount"
 """What `apt-get install` needs to provide SENDER_BINARIES."""
 
 PROBE_INTERVAL = 0.5
