@@ -236,7 +236,8 @@ def to_text(rep: DomainReport, now: float) -> list[str]:
         for m in (m for m in seen.mx_seen if m.host == host):
             cert = _cert(m.leaf)
             until = f", until {iso(compat.not_valid_after(cert))}" if cert else ""
-            lines.append(f"    {m.address}  {'valid' if m.valid else 'INVALID'}{until}"
+            verdict = "valid" if m.valid else "INVALID" if m.leaf is not None else "no handshake"
+            lines.append(f"    {m.address}  {verdict}{until}"
                          + (f": {m.error}" if m.error else ""))
     if seen.tlsrpt is not None and (rep.observation.settings.tlsrpt or seen.tlsrpt.values):
         lines.append(f"  {'tlsrpt':<9} {mtasts.tlsrpt_name(rep.domain)} "
