@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from certbot_dane import __version__, compat, config, hooks, state, timer
+from certbot_dane import __version__, compat, config, hooks, reports, state, timer, tlsrptformat, tlsrptsummary
 from certbot_dane import deploy as rollout
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import DaneError
@@ -33,6 +35,33 @@ configuration: TOML, see README.md; `certbot-dane check` validates it.
 """
 
 WAKE_VAR = "CERTBOT_DANE_WAKE"
+
+EX_TEMPFAIL = 75
+"""sysexits.h: what `reports import -` exits with when it could not store the message, so that the MTA
+delivering it through a pipe keeps it queued and tries again (Postfix, Exim, procmail, Sieve's pipe)."""
+
+REPORTS_DESCRIPTION = """\
+Read back the SMTP TLS reports (TLSRPT, RFC 8460) senders mail to the address in your
+domain's _smtp._tls record: how many sessions to each MX host succeeded and failed, why, and which
+sending organisations said so, with every DANE failure lined up with the rollover that was in
+progress at that time (certbot-dane's own history of stage, deploy and retire moments).
+
+  certbot-dane reports import ~/Maildir/.tlsrpt/ report.json.gz ...   # Maildir, mbox, messages, files
+  certbot-dane reports --since 30d --domain example.org [--json]
+
+`status` warns about DANE failures reported at a managed MX host (CRITICAL during a rollover).
+"""
+
+REPORTS_IMPORT_DESCRIPTION = """\
+Store the reports found in each PATH (a Maildir folder, an mbox file, a message file, a directory of
+them, .json or .json.gz report files; '-' reads one message or report on standard input, as an MTA
+pipe delivers it) in <state_dir>/tlsrpt.sqlite3 ([reports] database). Reports already stored
+(same organisation and report-id) are left as they are; a malformed, truncated or oversized report
+(over [reports] max_size) is skipped with one line on stderr naming where it was and why; reports
+whose period ended before [reports] retention_days are deleted. Nothing is moved or deleted in the
+mail folders. Exit 0 when the import ran (skips included), 1 on an error; with '-', 75 (EX_TEMPFAIL)
+on any error, so the MTA keeps the message and delivers it again later.
+"""
 
 HOOK_TEMPLATE = """#!/bin/sh
 # Installed by `certbot-dane install-hook`: stage renewed certificates for DANE rollover.
@@ -83,6 +112,54 @@ def _status(args: argparse.Namespace) -> int:
     from certbot_dane import status  # imported here: its DNSSEC code is not needed by other commands
 
     return status.main(args)
+
+
+def _reports(args: argparse.Namespace) -> int:
+    if args.reports_command != "import":
+        settings = config.load(args.config, need_key=False)
+        summary = reports.summary(settings, args.since, time.time(), args.domain)
+        print(json.dumps(tlsrptformat.to_json(summary), indent=2) if args.json else tlsrptformat.to_text(summary))
+        return 0
+    piped = "-" in args.paths
+    try:
+        settings = config.load(args.config, need_key=False)
+        done = reports.import_reports(settings, args.paths, time.time(), sys.stdin.buffer if piped else None)
+    except DaneError as err:
+        if not piped:
+            raise
+        print(f"certbot-dane: error: {err} (the MTA keeps the message and tries again)", file=sys.stderr)
+        return EX_TEMPFAIL
+    for line in done.skipped:
+        print(f"certbot-dane: {line}", file=sys.stderr)
+    print(done.line())
+    return 0
+
+
+def _since(text: str) -> float:
+    try:
+        return tlsrptsummary.parse_since(text, time.time())
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def _add_reports(sub: argparse._SubParsersAction[compat.ArgumentParser]) -> None:
+    rep = sub.add_parser("reports", help="TLSRPT reports senders mailed you: sessions and failures per MX host, "
+                                         "DANE failures lined up with rollovers; `reports import PATH...` stores them",
+                         description=REPORTS_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
+                         usage="certbot-dane reports [-h] [--domain DOMAIN] [--since WHEN] [--json]\n"
+                               "       certbot-dane reports import [-h] PATH [PATH ...]")
+    rep.add_argument("--domain", metavar="DOMAIN", help="only policies of this domain and the names below it")
+    rep.add_argument("--since", metavar="WHEN", type=_since, default="30d",
+                     help="reports whose period ends after WHEN: a duration back from now (30d, 12h, 2w) or a UTC "
+                          "date (2026-11-01) (default: 30d)")
+    rep.add_argument("--json", action="store_true", help="machine-readable output (schema_version 1, README)")
+    rep.set_defaults(func=_reports, reports_command=None)
+    rsub = rep.add_subparsers(dest="reports_command", metavar="import")
+    imp = rsub.add_parser("import", help="store the reports found in Maildir/mbox folders, messages or files",
+                          description=REPORTS_IMPORT_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    imp.add_argument("paths", nargs="+", metavar="PATH", help="a Maildir, mbox, message, .json or .json.gz file, a "
+                                                               "directory of them, or '-' for standard input")
+    imp.set_defaults(func=_reports)
 
 
 def _install_hook(args: argparse.Namespace) -> int:
@@ -156,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--prometheus", action="store_true",
                         help="Prometheus text exposition for node_exporter's textfile collector (docs/monitoring.md)")
     sta.set_defaults(func=_status)
+
+    _add_reports(sub)
 
     ins = sub.add_parser("install-hook", help="install certbot's deploy hook so renewals are staged")
     ins.add_argument("--hooks-dir", default="/etc/letsencrypt/renewal-hooks/deploy",

@@ -73,6 +73,7 @@ from certbot_dane.errors import ConfigError, DaneError, StateError
 from certbot_dane.monitorformat import nagios, prometheus, prometheus_unknown
 from certbot_dane.mtasts_io import mta_sts_reports
 from certbot_dane.records import Answer
+from certbot_dane.reports import status_findings
 from certbot_dane.statusformat import to_json, to_text, unknown_json
 from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
 
@@ -174,6 +175,7 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
     owners = zone.owners(client, dict.fromkeys(n for lineage in lineages for n in lineage.tlsa))
     senders = sender_view(client, cfg.status, {n: o for n, (o, _) in owners.items()}, workers)
     endpoints = presented(client, cfg.status, lineages, workers)
+    reported = status_findings(cfg, lineages, now)  # TLSRPT: DANE failures senders reported at the MX hosts
     # a CNAME'd TLSA name is reported (and assessed) where its RRset lives, as senders see it
     lineages = [dataclasses.replace(lineage, tlsa=tuple(dict.fromkeys(owners[n][0] for n in lineage.tlsa)))
                 for lineage in lineages]
@@ -183,6 +185,8 @@ def report(cfg: Config, lineages: Sequence[LineageSettings], client: DnsClient |
     # deploy runs count the gate's wait in this host's uptime; a caller's own `now` is the wall clock only
     up = boot.uptime() if given_now is None else None
     reports = [assess(lineage, found[lineage.name], observed, now, up, cfg.status) for lineage in lineages]
+    reports = [dataclasses.replace(r, findings=tuple(sorted(r.findings + reported[r.lineage],
+                                                            key=lambda f: -f.severity))) for r in reports]
     steps = pending(cfg, client, lineages, found, observed, now)
     resolver = system_resolver() if cfg.status.resolver == "system" else cfg.status.resolver  # MTA-STS: sender's view
     sts = mta_sts_reports(cfg, client, now, resolver if isinstance(resolver, Endpoint) else None)

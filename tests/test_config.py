@@ -312,3 +312,26 @@ policy_file = "relative"
                     'mta_sts."example.com".mx: an enforce or testing policy needs at least one MX pattern',
                     'mta_sts."example.com".policy_file: missing or not an absolute path']:
         assert problem in message
+
+
+def test_the_reports_table_has_defaults_and_takes_its_settings(tmp_path, key_file):
+    base = f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n'
+    default = config.load(write(tmp_path, base)).reports
+    assert (default.database, default.retention_days, default.max_size, default.status_days) == (
+        None, 400.0, 10 * 1024 * 1024, 7.0)
+    assert default.path(Path("/var/lib/certbot-dane")) == Path("/var/lib/certbot-dane/tlsrpt.sqlite3")
+    given = config.load(write(tmp_path, base + '[reports]\ndatabase = "/srv/tlsrpt.db"\nretention_days = 30\n'
+                                              'max_size = 1000\nstatus_days = 1.5\n')).reports
+    assert (given.path(Path("/x")), given.retention_days, given.max_size, given.status_days) == (
+        Path("/srv/tlsrpt.db"), 30.0, 1000, 1.5)
+
+
+def test_every_reports_problem_is_named_in_one_error(tmp_path, key_file):
+    path = write(tmp_path, f'[dns]\nserver = "127.0.0.1"\nkey_file = "{key_file}"\n[reports]\n'
+                           'database = "relative.db"\nretention_days = 0\nmax_size = true\nretention = 3\n')
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    for problem in ("reports.database: must be an absolute path", "reports.retention_days: must be a positive number",
+                    "reports.max_size: must be a positive number, not True",
+                    "reports.retention: unknown key (did you mean reports.retention_days?)"):
+        assert problem in str(info.value)
