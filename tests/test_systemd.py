@@ -119,6 +119,14 @@ def test_service_answers_the_wake_up_request_before_python_starts() -> None:
     assert pre.split() == ["-/bin/rm", "-f", str(STATE_DIR / timer.REQUEST)]
 
 
+def test_service_start_limit_never_stops_the_schedule() -> None:
+    """systemd's default (5 starts in 10 s) stopped the wake-ups of a lagging server's first polls under a real
+    systemd: a start refused for start-limit-hit left the next run to the convergence check."""
+    unit = parse_unit(SERVICE)
+    interval = timespan(one(unit, "Unit", "StartLimitIntervalSec"))
+    assert 0 < interval and int(one(unit, "Unit", "StartLimitBurst")) >= interval / schedule.SOON
+
+
 def test_service_has_no_condition() -> None:
     """No ConditionDirectoryNotEmpty=<state>/lineages any more: the hourly run also adopts a certificate certbot
     issued without the installer or the hook, and a run is what arms the next one."""
