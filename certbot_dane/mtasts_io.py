@@ -216,9 +216,14 @@ def _domain(rollout: Rollout, settings: MtaStsSettings, label: str) -> tuple[mta
             old = mtasts.replaced(current, policy, domain, now)
             _remember(cfg, domain, [*held, *([old] if old else [])])  # before the file changes
             _write(settings.policy_file, text)
-    found, why = addresses(client, mtasts.policy_host(domain))
-    fetched = _each(lambda a: fetch(domain, a, settings.ca_file, cfg.status.endpoint_timeout), found) if found else []
-    wrong = [f for f in fetched if f.text != text] or ([] if found else [Fetched("-", None, why)])
+    wrong: list[Fetched] = []
+    if rollout.dry_run and current != text:  # the plan as if the file had been written and served (no fetch)
+        rollout.say(label, f"once every address of {mtasts.policy_host(domain)} serves it:")
+    else:
+        found, why = addresses(client, mtasts.policy_host(domain))
+        fetched = _each(lambda a: fetch(domain, a, settings.ca_file, cfg.status.endpoint_timeout), found) \
+            if found else []
+        wrong = [f for f in fetched if f.text != text] or ([] if found else [Fetched("-", None, why)])
     answers = zone.from_primary(client, [mtasts.sts_name(domain), mtasts.tlsrpt_name(domain)], "TXT")
     sts, tlsrpt = answers[mtasts.sts_name(domain)], answers[mtasts.tlsrpt_name(domain)]
     for name, answer in answers.items():
@@ -235,9 +240,7 @@ def _domain(rollout: Rollout, settings: MtaStsSettings, label: str) -> tuple[mta
     if first.error is None:
         seen = f"{mtasts.policy_url(domain)} at {first.address} {seen}"
     return changes, (f"{seen}; the _mta-sts TXT record stays at id {mtasts.served_id(sts) or '(none)'} until "
-                     f"every address serves policy id {policy.id}" + (" (dry run: the file was not written)"
-                                                                        if rollout.dry_run and current != text
-                                                                        else ""))
+                     f"every address serves policy id {policy.id}")
 
 
 def _deployed_names(rollout: Rollout) -> dict[str, tuple[str, ...]]:
