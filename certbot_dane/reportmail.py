@@ -7,7 +7,6 @@ idempotent). Yields every report payload found, or one problem line per thing th
 from __future__ import annotations
 
 import email
-import email.policy
 import mailbox
 import os
 from collections.abc import Iterator, Sequence
@@ -102,7 +101,7 @@ def _bytes(source: str, data: bytes | None, limit: int) -> Iterator[Payload]:
     if data.startswith(_GZIP_MAGIC) or data.lstrip().startswith((b"{", b"\xef\xbb\xbf{")):
         yield Payload(source, data)
         return
-    yield from attachments(source, email.message_from_bytes(data, policy=email.policy.default))
+    yield from attachments(source, email.message_from_bytes(data))  # compat32: 25x faster than policy.default
 
 
 def attachments(source: str, message: Message) -> Iterator[Payload]:

@@ -277,10 +277,10 @@ def findings(reports: Iterable[Report], windows: Sequence[Window], hosts: Iterab
 
 def describe(window: Window) -> str:
     """A rollover in one phrase: 'certificate ab12cd34.. staged ..., deployed ... (forced), retired ...'."""
+    forced = " before the gate (--force-before-gate)" if window.forced else ""
     steps = [f"{label} {iso(at)}" for label, at in (("staged", window.staged), ("deployed", window.deployed),
                                                     ("retired", window.retired)) if at is not None]
-    if window.forced:
-        steps.append("deployed before the gate (--force-before-gate)")
+    steps = [step + forced if step.startswith("deployed") else step for step in steps]
     if window.waiting:
         steps.append("in progress")
     return f"certificate {window.certificate[:16]}.. " + ", ".join(steps)

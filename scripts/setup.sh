@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(bind9 bind9-utils bind9-dnsutils knot pdns-server pdns-backend-sqlite3 pebble systemd iproute2 openssl faketime
           postfix unbound   # postfix ships posttls-finger; both only for tests/test_sender.py, on their own configs
           nginx             # the MTA-STS policy host of tests/test_mtasts_io.py and the demo, on its own config
+          python3-dnspython python3-cryptography  # certbot-dane on Debian's Python: the TLSRPT pipe as nobody
           systemd-container mmdebstrap)  # tests/test_systemd_boot.py boots a Debian root with systemd as PID 1
 missing=()
 for pkg in "${PACKAGES[@]}"; do

@@ -32,7 +32,7 @@ def test_the_text_gives_totals_rows_failures_and_rollovers() -> None:
                                "during the rollover of mx.example.org (certificate abababababababab.. staged ")
                for line in lines), text
     assert "  2026-11-22  Microsoft Corporation: 1 dnssec-invalid (SERVFAIL) at mx.example.org" in text
-    assert "deployed before the gate (--force-before-gate)" in text
+    assert "deployed 2026-11-22T01:06:40Z before the gate (--force-before-gate), retired " in text
     assert any(line.startswith("  mx2  certificate cdcdcdcdcdcdcdcd..") and line.endswith(
         ": 1226 session(s) from 2 organisation(s) in 2 report(s), 0 DANE failure(s)") for line in lines), text
 
