@@ -43,15 +43,16 @@ QUERY = BIN / "mta-sts-query"
 
 
 def _require() -> None:
+    """Skip (or, in CI, fail loudly) without nginx, util-linux, mta-sts-query or root."""
     require_programs(Nginx.missing() + [p for p in ("unshare", "mount") if find_binary(p) is None],
                      f"{NGINX_APT_PACKAGE} util-linux")
-    if not QUERY.exists():
-        message = f"{QUERY} missing: pip install -e '.[test]' (postfix-mta-sts-resolver)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-    if os.geteuid() != 0:
-        pytest.skip("nginx on port 443 and the private mount namespace need root")
+    for missing, message in ((not QUERY.exists(), f"{QUERY} missing: pip install -e '.[test]' "
+                                                  "(postfix-mta-sts-resolver)"),
+                             (os.geteuid() != 0, "nginx on port 443 and a private mount namespace need root")):
+        if missing:
+            if os.environ.get("CI", "").lower() == "true":
+                pytest.fail(message, pytrace=False)
+            pytest.skip(message)
 
 
 def fqdn(label: str) -> str:
