@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from certbot_dane.rollover import Gate, LineageState
 
-CONVERGE = 55 * 60.0
-"""Seconds from the end of a run to the convergence check: certbot-dane.timer's OnUnitInactiveSec= (55min).
+CONVERGE = 58 * 60.0
+"""Seconds from the end of a run to the convergence check: certbot-dane.timer's OnUnitInactiveSec= (58min).
 With its AccuracySec= (1min) and a run's duration, drift is repaired within the hour."""
 
 POLL_FIRST = 1.0

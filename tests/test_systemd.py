@@ -178,7 +178,7 @@ def test_timer_starts_the_service_and_leaves_certbot_timer_alone() -> None:
 
 
 def test_timer_is_the_convergence_check_the_schedule_counts_on() -> None:
-    """55 min after every run, whatever started it: the moment `schedule.next_wake` leaves to this timer."""
+    """58 min after every run, whatever started it: the moment `schedule.next_wake` leaves to this timer."""
     timer_unit = parse_unit(TIMER)["Timer"]
     assert timespan(one(parse_unit(TIMER), "Timer", "OnUnitInactiveSec")) == schedule.CONVERGE
     assert "OnCalendar" not in timer_unit, "no fixed ticks: runs come when something can change"
