@@ -387,6 +387,8 @@ def _dns_findings(st: LineageState, deployed: CertView | None, names: Sequence[N
                   for s in zone.servers if s.dnssec.status == dnssec.BOGUS]
         found += [Finding(Severity.WARNING, "server-error", f"{s.server} answered {s.rcode} for zone {zone.zone} SOA")
                   for s in zone.servers if s.soa_serial is None]
+        found += [Finding(Severity.WARNING, "server-error", f"{s.server}: {s.dnssec.reason}")
+                  for s in zone.servers if s.soa_serial is not None and s.rcode not in ("NOERROR", "NXDOMAIN")]
         serials = {s.server: s.soa_serial for s in zone.servers if s.soa_serial is not None}
         for server, serial in serials.items():
             ahead = sorted((other for other in serials.items() if _behind(serial, other[1])),

@@ -1,11 +1,11 @@
 """The applier: performs the plans the pure core decides, phase by phase, for a batch of lineages.
 
-Each phase asks the core for a plan (`plan.publish`, `rollover.gate`, `plan.retire`) from what it
-observed, checks it, then applies it here: state written ahead of a DNS change that adds (so that
-a crash never forgets what we published) and after one that removes, fault points at every step
-boundary, and nothing at all under `--dry-run` except the report. Every run handles a batch of
-lineages (one for a hook, all for the timer): each zone gets one UPDATE adding records and one
-removing them, whatever the number of lineages.
+Each phase asks the core for a plan (`plan.publish`, `rollover.gate` + `plan.swap`, `plan.reload`,
+`plan.retire`) from what it observed, checks it, then applies it here: state written ahead of a DNS
+change that adds (so that a crash never forgets what we published) and after one that removes,
+fault points at every step boundary, and nothing at all under `--dry-run` except the report. Every
+run handles a batch of lineages (one for a hook, all for the timer): each zone gets one UPDATE
+adding records and one removing them, whatever the number of lineages.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from certbot_dane.certstore import CertStore
 from certbot_dane.config import Config, LineageSettings
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import CertError, DaneError, DnsError, StateError, VerifyFailed, WakeError
-from certbot_dane.mtasts_io import publish_policies, refuse_swap
 from certbot_dane.history import record_step
+from certbot_dane.mtasts_io import publish_policies, refuse_swap
 from certbot_dane.records import Answer
 from certbot_dane.rollover import LineageState
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for, served_leaf_matches
@@ -236,8 +236,10 @@ class Rollout:
     def reload_and_verify(self, batch: Batch) -> None:
         """Apply `plan.reload`: each distinct command once for all swapped lineages, then verify each and
         prune its older versions; a lineage whose command or check failed stays unverified (retried next run)."""
-        todo = plan.reload(batch.values())
-        todo.check({name: batch[name][1] for name in todo.states})
+        swapped = [(lineage, st) for lineage, st in batch.values() if st.unverified]
+        on_disk = {lineage.name: self.store.deployed_fingerprint(lineage.name) for lineage, _ in swapped}
+        todo = plan.reload(swapped, on_disk)
+        todo.check({name: batch[name][1] for name in todo.states}, on_disk)
         if self.dry_run:
             for name, line in todo.lines:
                 self.say(name, line)
@@ -262,7 +264,7 @@ class Rollout:
                 continue
             if lineage.reload:
                 self.say(name, f"services reloaded ({len(lineage.reload)} command(s))")
-            self.store.prune_versions(name, {todo.keep[name]})
+            self.store.prune_versions(name, set(todo.keep[name]))
             batch[name] = (lineage, self.save(after))
 
     def _verify(self, lineage: LineageSettings, st: LineageState) -> None:

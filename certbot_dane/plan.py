@@ -6,9 +6,9 @@ Pure, like `rollover`. One planner per phase, each returning a plan value with a
   plan that would remove a record that must stay (I2, I3).
 - gate: `rollover.gate` decides; `swap` turns an open gate into a `Swap` (the staged copy that goes
   live, the state after the rename). `Swap.check` refuses a swap the gate did not allow (I1).
-- reload and verify (`reload` -> `Reload`): each distinct reload command once, the endpoints to
-  verify, the version kept when older ones are pruned, and the states once it all succeeded.
-  `Reload.check` refuses to prune a version that is live.
+- reload and verify (`reload` -> `Reload`): each distinct reload command once, the versions kept
+  when older ones are pruned (the deployed one and whatever live/ points at), and the states once
+  it all succeeded. `Reload.check` refuses to prune a version that is live or just deployed.
 `certbot_dane.deploy` applies the plans; `--dry-run` applies them to in-memory state only, and
 prints the same lines.
 
@@ -28,7 +28,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from certbot_dane.config import LineageSettings, VerifyTarget
+from certbot_dane.config import LineageSettings
 from certbot_dane.records import Answer, Record, Require
 from certbot_dane.rollover import Gate, LineageState, Published, UnsafePlan, swapped, verified, wanted_values
 
@@ -260,8 +260,7 @@ class Reload:
     """Reload and verify for the swapped lineages of a batch."""
 
     commands: tuple[tuple[str, tuple[str, ...]], ...] = ()  # each distinct command once, with the lineages it serves
-    verify: Mapping[str, tuple[VerifyTarget, ...]] = field(default_factory=dict)  # must serve the deployed cert
-    keep: Mapping[str, str] = field(default_factory=dict)  # the one version directory kept when pruning
+    keep: Mapping[str, frozenset[str]] = field(default_factory=dict)  # the version directories kept when pruning
     states: Mapping[str, LineageState] = field(default_factory=dict)  # once its commands and checks succeeded
     lines: tuple[tuple[str, str], ...] = ()
 
@@ -269,18 +268,24 @@ class Reload:
         """The commands a lineage's services are reloaded with."""
         return [command for command, lineages in self.commands if lineage in lineages]
 
-    def check(self, before: Mapping[str, LineageState]) -> None:
-        """Raise UnsafePlan if pruning would delete a lineage's live version, or the plan verifies a
-        lineage that was not swapped."""
-        for name, kept_version in self.keep.items():
+    def check(self, before: Mapping[str, LineageState], on_disk: Mapping[str, str | None]) -> None:
+        """Raise UnsafePlan if pruning would delete the version a lineage's services read (`on_disk`: what
+        live/ points at now, whatever the state says: an admin may have put an older one back by hand) or
+        the one just deployed, or if the plan settles a lineage that was not swapped."""
+        for name in self.states:
             st = before[name]
-            if not st.unverified or st.deployed is None or st.deployed.fingerprint != kept_version:
-                raise UnsafePlan(f"{name}: refusing to prune every version but {kept_version[:16]}: it is not the "
-                                 "one just deployed")
+            if not st.unverified or st.deployed is None:
+                raise UnsafePlan(f"{name}: refusing to reload and verify: nothing was swapped in")
+            kept_versions = self.keep.get(name, frozenset())
+            for needed in (st.deployed.fingerprint, on_disk.get(name)):
+                if needed is not None and needed not in kept_versions:
+                    raise UnsafePlan(f"{name}: refusing to prune version {needed[:16]}: it is live or just "
+                                     "deployed")
 
 
-def reload(swapped_: Iterable[tuple[LineageSettings, LineageState]]) -> Reload:
-    """Reload each distinct command once for all the lineages just swapped in (unverified), then verify each."""
+def reload(swapped_: Iterable[tuple[LineageSettings, LineageState]], on_disk: Mapping[str, str | None]) -> Reload:
+    """Reload each distinct command once for all the lineages just swapped in (unverified), then verify each;
+    prune every version but the deployed one and the one live/ points at (`on_disk`)."""
     lineages = [(lineage, st) for lineage, st in swapped_ if st.unverified and st.deployed is not None]
     users: dict[str, list[str]] = {}
     for lineage, _ in lineages:
@@ -288,9 +293,10 @@ def reload(swapped_: Iterable[tuple[LineageSettings, LineageState]]) -> Reload:
             users.setdefault(command, []).append(lineage.name)
     lines = [(lineage.name, f"reload with {list(lineage.reload)} and verify {[str(v) for v in lineage.verify]}")
              for lineage, _ in lineages]
-    return Reload(tuple((c, tuple(n)) for c, n in users.items()),
-                  {lineage.name: lineage.verify for lineage, _ in lineages},
-                  {lineage.name: st.deployed.fingerprint for lineage, st in lineages if st.deployed is not None},
+    keep = {lineage.name: frozenset(fp for fp in (st.deployed.fingerprint if st.deployed else None,
+                                                  on_disk.get(lineage.name)) if fp is not None)
+            for lineage, st in lineages}
+    return Reload(tuple((c, tuple(n)) for c, n in users.items()), keep,
                   {lineage.name: verified(st) for lineage, st in lineages}, tuple(lines))
 
 

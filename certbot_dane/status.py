@@ -72,7 +72,7 @@ from certbot_dane.dnssec import SignedAnswer, Verdict
 from certbot_dane.errors import ConfigError, DaneError, StateError
 from certbot_dane.monitorformat import nagios, prometheus, prometheus_unknown
 from certbot_dane.mtasts_io import mta_sts_reports
-from certbot_dane.records import Answer
+from certbot_dane.records import DEFINITE_RCODES, Answer
 from certbot_dane.reports import status_findings
 from certbot_dane.statusformat import to_json, to_text, unknown_json
 from certbot_dane.tlsa import MTYPES, SELECTORS, TlsaRecord, association_data, load_chain
@@ -131,6 +131,7 @@ def gather(client: DnsClient, lineages: Sequence[LineageSettings], now: float,
     zones = {z: {s: _zone_answer(z, s, soa[(s, z, "SOA")], keys.get((s, z, "DNSKEY")), now) for s in found}
              for z, found in servers.items()}
     validated: dict[tuple[str, ...], Verdict] = {}  # servers in sync serve the same RRset and RRSIGs: check once
+    keys = {q: k for q, k in keys.items() if k.rcode in DEFINITE_RCODES}  # unknown keys validate nothing
     tlsa = {n: {s: _served(zone_of[n], answers[(s, n, "TLSA")], zones[zone_of[n]][s],
                            keys.get((s, zone_of[n], "DNSKEY")), now, validated)
                 for s in servers[zone_of[n]]} for n in names}
@@ -149,6 +150,9 @@ def _zone_answer(zone_: str, server: Endpoint, soa: Answer, keys: SignedAnswer |
     if keys is None:
         return ZoneAnswer(soa.rcode, None, Verdict(dnssec.NONE, f"{server} does not serve zone {zone_}"))
     serial = int(next(iter(soa.values)).split()[2])
+    if keys.rcode not in DEFINITE_RCODES:  # SERVFAIL & co. say nothing about the keys: not "unsigned"
+        return ZoneAnswer(keys.rcode, serial, Verdict(dnssec.NONE, f"{server} answered {keys.rcode} for {zone_} "
+                                                                   "DNSKEY: cannot tell whether the zone is signed"))
     return ZoneAnswer(soa.rcode, serial, dnssec.check_zone(zone_, keys.rrset, keys.sigs, now))
 
 

@@ -195,6 +195,7 @@ class RolloverModel(RuleBasedStateMachine):
         every = [*lineages, *(self.config2.lineages if self.config2 else ())]
         self.key = {name: 0 for name in every}
         self.issued: dict[str, list[bytes]] = {name: [] for name in every}  # fingerprints, oldest first
+        self.rolled_back: dict[str, bytes] = {}  # lineage -> the certificate an admin put back live by hand
         self.foreign: set[tuple[str, str]] = set()
         self.newest_deployed: dict[str, int] = {}
         self.last_run: list[str] = []
@@ -289,6 +290,7 @@ class RolloverModel(RuleBasedStateMachine):
         self.serial += 1
         certs = model.issue(KEY_POOL.get(lineage, lineage), HOSTS[lineage], self.key[lineage], ca, self.serial)
         self.issued[lineage].append(certificate.fingerprint(certs.cert).encode())
+        self.rolled_back.pop(lineage, None)
         live = config.letsencrypt_dir / "live" / lineage
         model.write_live(live, certs)
 
@@ -442,6 +444,27 @@ class RolloverModel(RuleBasedStateMachine):
     def next_reload_fails(self, lineage: str) -> None:
         """The service's reload command fails in the next run that reloads it (it keeps the old certificate)."""
         (self.root / f"reload-fails-{lineage}").touch()
+
+    @rule(lineage=lineage_names)
+    @step
+    def admin_puts_back_previous(self, lineage: str) -> None:
+        """While a swap is unverified (its reload failed), the admin points live/ back at the previous
+        version by hand: certbot-dane must neither prune it from under the service nor retire its records."""
+        if lineage not in self.lineages():
+            return
+        config = self.config_of(lineage)
+        st_ = state.load_lineage(config.state_dir, lineage)
+        if not st_.unverified or st_.previous is None:
+            return
+        version = config.deploy_dir / certstore.VERSIONS / lineage / st_.previous.fingerprint[:16]
+        if not (version / "cert.pem").is_file():
+            return
+        link, tmp = config.deploy_dir / lineage, config.deploy_dir / f".admin-{lineage}"
+        tmp.symlink_to(version)
+        tmp.replace(link)
+        back = st_.previous.fingerprint.encode()
+        self.rolled_back[lineage] = back
+        self.newest_deployed[lineage] = self.issued[lineage].index(back)
 
     @rule(index=st.integers(1, 2))
     @step
@@ -645,6 +668,8 @@ class RolloverModel(RuleBasedStateMachine):
         for lineage in self.lineages():
             config = self.config_of(lineage)
             live = config.deploy_dir / lineage
+            assert not live.is_symlink() or live.exists(), \
+                f"I5: {live} points at a version directory that is gone: the service loses its certificate"
             deployed = certstore.read_dir(live)
             if deployed is not None:
                 assert not certificate.problems(deployed, _utc(self.clock())), f"I5: {live} is inconsistent"
@@ -678,12 +703,26 @@ class RolloverModel(RuleBasedStateMachine):
             deployed = certstore.read_dir(config.deploy_dir / lineage)
             assert deployed is not None, f"I4: {lineage} was renewed but nothing is deployed"
             fp = certificate.fingerprint(deployed.cert).encode()
-            assert fp == self.issued[lineage][-1], f"I4/I5: {lineage}'s newest certificate is not deployed"
+            put_back = self.rolled_back.get(lineage)  # stays live unless a renewal staged before it goes live
+            assert fp in (self.issued[lineage][-1], put_back), \
+                f"I4/I5: {lineage}'s newest certificate (or the one the admin put back) is not deployed"
             service = (self.root / "service" / f"{lineage}.pem").read_bytes()
             assert service == deployed.fullchain, f"I4: {lineage}'s service was not reloaded"
             st_ = state.load_lineage(config.state_dir, lineage)
             assert st_.staged is None and st_.previous is None and not st_.unverified and st_.error is None, st_
             own = {r.to_text() for r in certificate.tlsa_records(deployed, settings_.params)}
+            if fp == put_back and fp != self.issued[lineage][-1]:
+                # a certificate put back by hand is not one certbot-dane deployed: it publishes nothing new
+                # for it (e.g. after a params change) but retires nothing while it is live; every server must
+                # still serve a record that accepts it (I1 checks the caches), anything of ours may stay
+                accepted = model.matching_values(deployed.fullchain)
+                for name in self.owners(settings_):
+                    for index, server in enumerate(self.dns.servers):
+                        served = self.dns.values(name, index)
+                        assert served & accepted, f"I4: {server.endpoint} serves nothing at {name} for {lineage}'s " \
+                                                  "certificate put back by hand"
+                        leftover[name] |= served
+                continue
             for name in owners:
                 if name in self.owners(settings_):
                     expected[name] |= own

@@ -168,21 +168,32 @@ def lineage(name: str, reload: tuple[str, ...]) -> LineageSettings:
 
 
 def test_reload_runs_each_command_once_for_every_swapped_lineage_and_keeps_the_live_version() -> None:
-    swapped = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), previous=STAGED_NEW.deployed,
-                                   unverified=True)
+    swapped = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), previous=STAGED_NEW.deployed, unverified=True)
     other = LineageState("smtp", deployed=Version(OLD[6:], (OLD,)), unverified=True)
     idle = LineageState("imap", deployed=Version(OLD[6:], (OLD,)))
+    on_disk = {"mx": NEW[6:], "smtp": OLD[6:]}
     todo = plan.reload([(lineage("mx", ("postfix reload", "dovecot reload")), swapped),
-                        (lineage("smtp", ("postfix reload",)), other), (lineage("imap", ("dovecot reload",)), idle)])
+                        (lineage("smtp", ("postfix reload",)), other), (lineage("imap", ("dovecot reload",)), idle)],
+                       on_disk)
     assert todo.commands == (("postfix reload", ("mx", "smtp")), ("dovecot reload", ("mx",)))
     assert todo.needs("smtp") == ["postfix reload"] and todo.needs("imap") == []
-    assert todo.keep == {"mx": NEW[6:], "smtp": OLD[6:]}
+    assert todo.keep == {"mx": {NEW[6:]}, "smtp": {OLD[6:]}}
     assert todo.states["mx"].previous is None and not todo.states["mx"].unverified and "imap" not in todo.states
-    todo.check({"mx": swapped, "smtp": other})
+    todo.check({"mx": swapped, "smtp": other}, on_disk)
 
 
-def test_reload_check_refuses_to_prune_a_version_that_is_not_the_one_just_deployed() -> None:
+def test_reload_keeps_the_version_an_admin_put_back_by_hand() -> None:
+    swapped = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), previous=Version(OLD[6:], (OLD,)),
+                           unverified=True)
+    todo = plan.reload([(lineage("mx", ()), swapped)], {"mx": OLD[6:]})
+    assert todo.keep == {"mx": {NEW[6:], OLD[6:]}}, "live/ points at the old version: it must not be pruned"
+    todo.check({"mx": swapped}, {"mx": OLD[6:]})
+
+
+def test_reload_check_refuses_to_prune_the_live_or_the_deployed_version() -> None:
     swapped = LineageState("mx", deployed=Version(NEW[6:], (NEW,)), unverified=True)
-    todo = plan.reload([(lineage("mx", ()), swapped)])
-    with pytest.raises(UnsafePlan, match="refusing to prune every version but"):
-        todo.check({"mx": LineageState("mx", deployed=Version(OLD[6:], (OLD,)), unverified=True)})
+    todo = plan.reload([(lineage("mx", ()), swapped)], {"mx": NEW[6:]})
+    with pytest.raises(UnsafePlan, match="refusing to prune version aaaa"):
+        todo.check({"mx": swapped}, {"mx": OLD[6:]})
+    with pytest.raises(UnsafePlan, match="nothing was swapped in"):
+        todo.check({"mx": LineageState("mx", deployed=Version(NEW[6:], (NEW,)))}, {"mx": NEW[6:]})
