@@ -29,6 +29,16 @@ REAL_SERVER_FIXTURES = frozenset({"sandbox", "make_sandbox", "server_sandbox", "
 
 
 
+@pytest.fixture
+def public_tmp() -> Iterator[Path]:
+    """A work directory other users (`nobody`, the monitoring user, a mail pipe) may enter, unlike
+    pytest's tmp_path, which is private to root."""
+    path = Path(tempfile.mkdtemp(prefix="certbot-dane-public-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Register the `realservers` marker."""
     config.addinivalue_line("markers", "realservers: runs real named/Pebble processes on 127.0.0.0/8")

@@ -15,6 +15,7 @@ runs the real `certbot-dane` command with the real clock, for tests of the comma
 from __future__ import annotations
 
 import datetime
+import grp
 import hashlib
 import json
 import os
@@ -452,3 +453,26 @@ def snapshot(path: Path) -> dict[str, str]:
     """Every file under `path` with its content hash (what "changes nothing on disk" compares); no lock file."""
     return {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(path.rglob("*")) if p.is_file() and p.name != "lock"} if path.exists() else {}
+
+
+# -- the monitoring user ------------------------------------------------------------------------
+
+NOBODY = 65534
+GROUP = "nogroup"  # nobody's own group serves as the monitoring group: no system change needed
+
+
+def monitored(s: Scenario, group: str | None) -> None:
+    """The admin's setup: `monitor_group` at the top of the config (if any), config root:GROUP 0640."""
+    if group is not None:
+        s.config.write_text(f'monitor_group = "{group}"\n' + s.config.read_text())
+    os.chown(s.config, 0, grp.getgrnam(GROUP).gr_gid)
+    s.config.chmod(0o640)
+
+
+def as_monitor(s: Scenario, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`certbot-dane -c CONFIG ARGS` (default: the scenario's) as nobody with only the monitoring group."""
+    gid = grp.getgrnam(GROUP).gr_gid
+    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={gid}", "--clear-groups",
+                           str(BIN / "certbot-dane"), "-c", str(config or s.config), *args],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **s.env, "HOME": "/nonexistent"})

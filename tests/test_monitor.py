@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import datetime
+import grp
 import hashlib
 import json
 import os
@@ -43,7 +44,7 @@ from sandbox.sender import (
 )
 from sandbox.servers import DUAL_ADDRESSES, Sandbox, ensure_loopback_address, free_port, missing_binaries
 from sandbox.tlsendpoint import TlsEndpoint
-from tests.scenario import BIN, Scenario, findings, require_programs, write_certificate
+from tests.scenario import GROUP, Scenario, as_monitor, findings, monitored, require_programs, write_certificate
 
 NOW = datetime.datetime.now(datetime.UTC)
 P = Endpoint("127.0.0.1", 53)
@@ -201,19 +202,34 @@ class WrongAnchorResolver(Resolver):
 
 
 def status_config(s: Scenario, *, resolver: str, verify: list[str]) -> Path:
-    """A config for `status` over the scenario's state: the sender's resolver and the endpoints to check."""
-    return s.box.write_config(
+    """The monitoring user's config over the scenario's state (no key it can read, the state through
+    `monitor_group`): the sender's resolver and the endpoints to check."""
+    config = s.box.write_config(
         s.tmp / "status.toml", state_dir=s.tmp / "state", deploy_dir=s.tmp / "live", lineages={s.name: s.tlsa},
+        extra=f'monitor_group = "{GROUP}"',
         lineage_extra="\n".join([f"params = {json.dumps([str(p) for p in s.params])}", f"tlsa_ttl = {s.ttl}",
                                  f"verify = {json.dumps(verify)}"]),
         status_extra=f'resolver = "{resolver}"\nendpoint_timeout = 5')
+    os.chown(config, 0, grp.getgrnam(GROUP).gr_gid)
+    config.chmod(0o640)
+    return config
 
 
-def run_status(config: Path) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run([str(BIN / "certbot-dane"), "-c", str(config), "status", "--json"],
-                          capture_output=True, text=True, timeout=120)
+def run_status(s: Scenario, config: Path) -> tuple[int, dict[str, Any]]:
+    """`status --json` as the monitoring user (nobody, only the monitoring group)."""
+    done = as_monitor(s, "status", "--json", config=config)
     assert done.stdout, done.stderr
     return done.returncode, json.loads(done.stdout)["lineages"][0]
+
+
+def delivered(s: Scenario) -> set[str]:
+    """The first certificate through the real deploy hook (as root, state shared with the monitoring group);
+    its records, once the primary serves them."""
+    monitored(s, GROUP)
+    s.deliver(via="hook")
+    live = s.records(s.certbot_cert())
+    s.wait_until_served(s.tlsa[0], live)
+    return live
 
 
 def finger(resolver: Resolver, tmp: Path, address: str, port: int) -> str:
@@ -232,19 +248,20 @@ def finger(resolver: Resolver, tmp: Path, address: str, port: int) -> str:
     return classify(done.stdout + done.stderr)
 
 
-def test_status_checks_every_address_as_a_sender_and_agrees_with_posttls_finger(sandbox, tmp_path, resolver):
+def test_status_checks_every_address_as_a_sender_and_agrees_with_posttls_finger(sandbox, tmp_path, public_tmp,
+                                                                                 resolver):
     """Two addresses for one host: real Postfix with the deployed certificate, another TLS server with a
-    stale one. status names the stale address CRITICAL, the Postfix one OK with the record that matched;
+    stale one. status, run as the monitoring user with no key, names the stale address CRITICAL, the
+    Postfix one OK with the record that matched;
     posttls-finger, Postfix's own DANE client asking the same validating Unbound, agrees address by address."""
     good, bad = DUAL_ADDRESSES
     for address in DUAL_ADDRESSES:
         ensure_loopback_address(address)
     port = 25 if all(_free_tcp(a, 25) for a in DUAL_ADDRESSES) else free_port(list(DUAL_ADDRESSES), udp=False)
-    s = Scenario(sandbox, tmp_path, "dual.example.org", [f"_{port}._tcp.dual.example.org"], way="hook",
+    s = Scenario(sandbox, public_tmp, "dual.example.org", [f"_{port}._tcp.dual.example.org"], way="hook",
                  params=("3 1 1",))
-    live = s.records(s.deliver())
-    s.wait_until_served(s.tlsa[0], live)
-    stale = s.tmp / "stale"
+    live = delivered(s)
+    stale = tmp_path / "stale"
     write_certificate(stale, "dual.example.org")
     postfix = Receiver(good, s.tmp / "live" / s.name / "combined.pem", port=port, hostname="dual.example.org")
     other = TlsEndpoint("smtp", stale / "fullchain.pem", stale / "privkey.pem", host=bad, port=port)
@@ -252,7 +269,7 @@ def test_status_checks_every_address_as_a_sender_and_agrees_with_posttls_finger(
     postfix.start()
     try:
         with other.start():
-            code, lineage = run_status(config)
+            code, lineage = run_status(s, config)
             verdicts = {e["address"]: (e["status"], e["matched"]) for e in lineage["endpoints"]}
             assert verdicts == {good: ("OK", next(iter(live))), bad: ("CRITICAL", None)}, lineage["endpoints"]
             assert code == 2 and findings(lineage) == {"endpoint-unmatched": "CRITICAL"}
@@ -265,7 +282,7 @@ def test_status_checks_every_address_as_a_sender_and_agrees_with_posttls_finger(
             other.certfile, other.keyfile = s.tmp / "live" / s.name / "fullchain.pem", \
                 s.tmp / "live" / s.name / "privkey.pem"
             other.reload()
-            code, lineage = run_status(config)
+            code, lineage = run_status(s, config)
             assert {e["address"]: e["status"] for e in lineage["endpoints"]} == {good: "OK", bad: "OK"}
             assert code == 0 and findings(lineage) == {}
             assert finger(resolver, tmp_path, bad, port) == VERIFIED
@@ -274,16 +291,17 @@ def test_status_checks_every_address_as_a_sender_and_agrees_with_posttls_finger(
         postfix.remove()
 
 
-def test_a_bogus_signature_seen_by_the_validating_resolver_is_critical(sandbox, tmp_path):
-    """Unbound trusting another key answers SERVFAIL: senders behind it defer mail, so status says CRITICAL,
-    although every authoritative server serves the right records."""
+def test_a_bogus_signature_seen_by_the_validating_resolver_is_critical(sandbox, tmp_path, public_tmp):
+    """Unbound trusting another key answers SERVFAIL: senders behind it defer mail, so status, run as the
+    monitoring user, says CRITICAL although every authoritative server serves the right records."""
     _sender_binaries()
-    s = Scenario(sandbox, tmp_path, "mx.example.org", ["_25._tcp.mx.example.org"], way="hook", params=("3 1 1",))
-    s.wait_until_served(s.tlsa[0], s.records(s.deliver()))
+    s = Scenario(sandbox, public_tmp, "bogus.example.org", ["_25._tcp.bogus.example.org"], way="hook",
+                 params=("3 1 1",))
+    delivered(s)
     bogus = WrongAnchorResolver(tmp_path / "unbound", pick_address(), "example.org", sandbox.primary)
     bogus.start()
     try:
-        code, lineage = run_status(status_config(s, resolver=bogus.address, verify=[]))
+        code, lineage = run_status(s, status_config(s, resolver=bogus.address, verify=[]))
     finally:
         bogus.stop()
     assert code == 2 and findings(lineage) == {"resolver-bogus": "CRITICAL"}

@@ -11,12 +11,9 @@ import grp
 import json
 import os
 import re
-import shutil
 import stat
 import subprocess
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,40 +25,16 @@ from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import ConfigError
 from certbot_dane.records import Record, ZoneUpdate
 from sandbox.servers import missing_binaries
-from tests.scenario import BIN, Scenario, fqdn, require_programs
+from tests.scenario import GROUP, NOBODY, Scenario, as_monitor, fqdn, monitored, require_programs
 from tests.test_monitorformat import parse_perfdata
 
-NOBODY = 65534
-GROUP = "nogroup"  # nobody's own group serves as the monitoring group: no system change needed
 
-
-@pytest.fixture
-def public_tmp() -> Iterator[Path]:
-    """A work directory the monitoring user can reach (pytest's own tmp_path is private to root)."""
+@pytest.fixture(autouse=True)
+def monitoring_user() -> None:
+    """Running status as another user needs root and setpriv."""
     if os.geteuid() != 0:
         require_programs(["root (to run status as another user)"], "none: run the tests as root")
     require_programs(missing_binaries(("setpriv",)), "util-linux")
-    path = Path(tempfile.mkdtemp(prefix="certbot-dane-monitor-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def monitored(s: Scenario, group: str | None) -> None:
-    """The admin's setup: `monitor_group` at the top of the config (if any), config root:GROUP 0640."""
-    if group is not None:
-        s.config.write_text(f'monitor_group = "{group}"\n' + s.config.read_text())
-    os.chown(s.config, 0, grp.getgrnam(GROUP).gr_gid)
-    s.config.chmod(0o640)
-
-
-def as_monitor(s: Scenario, *args: str) -> subprocess.CompletedProcess[str]:
-    """`certbot-dane -c CONFIG ARGS` as nobody with only the monitoring group."""
-    gid = grp.getgrnam(GROUP).gr_gid
-    return subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={gid}", "--clear-groups",
-                           str(BIN / "certbot-dane"), "-c", str(s.config), *args],
-                          capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **s.env, "HOME": "/nonexistent"})
 
 
 def mode_and_group(path: Path) -> tuple[str, str]:

@@ -17,8 +17,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -52,15 +50,6 @@ class Shifted(Clock):
 
     def now(self) -> float:
         return super().now() - self.back
-
-
-@pytest.fixture
-def public_tmp() -> Iterator[Path]:
-    """A directory nobody (the pipe's user) may enter, unlike pytest's tmp_path."""
-    path = Path(tempfile.mkdtemp(prefix="certbot-dane-tlsrpt-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def cli_run(*args: str) -> tuple[int, str, str]:
