@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from prometheus_client.parser import text_string_to_metric_families
 
 from certbot_dane import assessment
 from certbot_dane.assessment import CertView, Local, Observed, Presented, Served, Severity, ZoneAnswer
@@ -279,6 +280,14 @@ def test_status_checks_every_address_as_a_sender_and_agrees_with_posttls_finger(
                 "named's inline signing puts a future RRSIG expiry on the TLSA RRset"
             assert (finger(resolver, tmp_path, good, port), finger(resolver, tmp_path, bad, port)) == (
                 VERIFIED, FAILED), "posttls-finger must agree with status on each address"
+            exposed = as_monitor(s, "status", "--prometheus", config=config)
+            samples = {(m.name, m.labels.get("address")): m.value
+                       for family in text_string_to_metric_families(exposed.stdout) for m in family.samples
+                       if m.name.startswith("certbot_dane_endpoint_")}
+            assert samples == {("certbot_dane_endpoint_status", good): 0, ("certbot_dane_endpoint_status", bad): 2,
+                               ("certbot_dane_endpoint_matched", good): 1, ("certbot_dane_endpoint_matched", bad): 0}
+            text = as_monitor(s, "status", config=config).stdout
+            assert text.startswith("DANE CRITICAL") and f"CRITICAL smtp://dual.example.org:{port} at {bad}" in text
             other.certfile, other.keyfile = s.tmp / "live" / s.name / "fullchain.pem", \
                 s.tmp / "live" / s.name / "privkey.pem"
             other.reload()
