@@ -13,7 +13,6 @@ import bisect
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -40,6 +39,8 @@ from sandbox.servers import (
     ensure_loopback_address,
     find_binary,
     free_port,
+    log_tail,
+    stop_process,
 )
 
 SENDER_BINARIES = ("unbound", "postfix", "postconf", "posttls-finger", "unshare", "mount", "setpriv")
@@ -121,24 +122,6 @@ def _binary(name: str) -> str:
     return str(found)
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _stop(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 def _unprivileged() -> list[str]:
     """Prefix that kills the child with its parent and, as root, runs it as nobody allowed to bind port 53."""
     prefix = [_binary("setpriv"), "--pdeathsig", "TERM"]
@@ -153,9 +136,9 @@ def _wait(ready: Callable[[], bool], process: subprocess.Popen[bytes] | None, wh
     deadline = time.monotonic() + START_TIMEOUT
     while not ready():
         if process is not None and process.poll() is not None:
-            raise SandboxError(f"{what} exited:\n{_tail(log)}")
+            raise SandboxError(f"{what} exited:\n{log_tail(log)}")
         if time.monotonic() > deadline:
-            raise SandboxError(f"{what} not ready after {START_TIMEOUT}s:\n{_tail(log)}")
+            raise SandboxError(f"{what} not ready after {START_TIMEOUT}s:\n{log_tail(log)}")
         time.sleep(_POLL)
 
 
@@ -192,7 +175,7 @@ class Resolver:
 
     def stop(self) -> None:
         """Stop Unbound; idempotent."""
-        _stop(self._process)
+        stop_process(self._process)
         self._process = None
 
     def ask(self, name: str, rdtype: str) -> dns.message.Message:
@@ -304,7 +287,7 @@ class Receiver:
                               capture_output=True, text=True, timeout=60, check=False)
         if done.returncode != 0:
             raise SandboxError(f"postfix {' '.join(args)} exited {done.returncode}: "
-                               f"{(done.stdout + done.stderr).strip()}\n{_tail(self.log)}")
+                               f"{(done.stdout + done.stderr).strip()}\n{log_tail(self.log)}")
         return done.stdout + done.stderr
 
     def serve(self, chain_file: Path) -> None:
@@ -315,7 +298,7 @@ class Receiver:
 
     def stop(self) -> None:
         """Stop master and its children; idempotent."""
-        _stop(self._process)
+        stop_process(self._process)
         self._process = None
 
     def remove(self) -> None:

@@ -312,7 +312,7 @@ def generate_tsig_key(name: str, directory: Path, algorithm: str = "hmac-sha256"
     return TsigKey(name=name, algorithm=algorithm, secret=match.group(1), path=path)
 
 
-def _log_tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
     """Return the last lines of a server's log for an error message."""
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -321,7 +321,7 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def _stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[bytes] | None, grace: float = 10.0) -> None:
     """Terminate a child process and reap it, killing it if it ignores SIGTERM."""
     if process is None or process.poll() is not None:
         return
@@ -414,7 +414,7 @@ class AuthoritativeServer:
 
     def stop(self) -> None:
         """Stop the server; stopping a stopped server does nothing."""
-        _stop_process(self._process)
+        stop_process(self._process)
         self._process = None
 
     def query(self, name: str, rdtype: str, *, dnssec: bool = False) -> list[str]:
@@ -515,9 +515,9 @@ class AuthoritativeServer:
         deadline = time.monotonic() + START_TIMEOUT
         while not self._ready():
             if not self.running:
-                raise SandboxError(f"{self}: {self.program} exited:\n{_log_tail(self.log)}")
+                raise SandboxError(f"{self}: {self.program} exited:\n{log_tail(self.log)}")
             if time.monotonic() > deadline:
-                raise SandboxError(f"{self}: not ready after {START_TIMEOUT}s:\n{_log_tail(self.log)}")
+                raise SandboxError(f"{self}: not ready after {START_TIMEOUT}s:\n{log_tail(self.log)}")
             time.sleep(_POLL_INTERVAL)
 
     def _prepare(self) -> None:
@@ -1047,7 +1047,7 @@ class Pebble:
 
     def stop(self) -> None:
         """Stop Pebble; stopping a stopped Pebble does nothing."""
-        _stop_process(self._process)
+        stop_process(self._process)
         self._process = None
 
     def root_pem(self) -> str:
@@ -1087,9 +1087,9 @@ class Pebble:
             except (OSError, urllib.error.URLError):
                 pass
             if self._process is None or self._process.poll() is not None:
-                raise SandboxError(f"pebble exited:\n{_log_tail(self.log)}")
+                raise SandboxError(f"pebble exited:\n{log_tail(self.log)}")
             if time.monotonic() > deadline:
-                raise SandboxError(f"pebble not ready after {START_TIMEOUT}s:\n{_log_tail(self.log)}")
+                raise SandboxError(f"pebble not ready after {START_TIMEOUT}s:\n{log_tail(self.log)}")
             time.sleep(_POLL_INTERVAL)
 
 
