@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # mtastsreport builds on this module's findings
     from certbot_dane.mtastsreport import DomainReport
 
 SCHEMA_VERSION = 1
-OVERDUE = 300.0          # seconds a ready deploy may wait (the timer runs every 30 s) before it is "overdue"
+OVERDUE = 300.0          # seconds a ready deploy may wait (a wake-up fires at the safe moment) before it is "overdue"
 EXPIRY_WARNING_DAYS = 14
 MAX_RRSET = 12           # some large receivers stop reading a TLSA RRset after this many records
 
