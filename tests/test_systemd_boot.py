@@ -56,6 +56,10 @@ def until(what: str, check: Callable[[], bool], machine: nspawn.Machine) -> None
         time.sleep(0.1)
 
 
+PRIVATE_TMP = (Path("/tmp"), Path("/var/tmp"))
+"""What the unit's PrivateTmp=yes replaces with directories of its own."""
+
+
 class Host:
     """The booted machine set up as an admin sets up a mail server with certbot-dane."""
 
@@ -88,6 +92,10 @@ class Host:
         m.run(["systemctl", "start", "postfix"], check=True)
         for unit in ("certbot-dane.service", "certbot-dane.timer", "certbot-dane.path"):
             m.write(f"/etc/systemd/system/{unit}", (REPO / "systemd" / unit).read_text())
+        hidden = [p for p in nspawn.host_python_binds() if any(p.is_relative_to(t) for t in PRIVATE_TMP)]
+        if hidden:  # a checkout under /tmp: the unit's PrivateTmp= would hide this pip install (a package is in /usr)
+            m.write("/etc/systemd/system/certbot-dane.service.d/checkout.conf",
+                    "[Service]\n" + "".join(f"BindReadOnlyPaths={p}\n" for p in hidden))
         m.run(["systemctl", "daemon-reload"], check=True)
         m.run(["systemctl", "enable", "--now", "certbot-dane.timer", "certbot-dane.path"], check=True)
 
