@@ -200,8 +200,8 @@ def test_a_renewal_is_deployed_by_the_hardened_unit_when_the_wake_up_timer_fires
 
 
 def test_the_state_and_deploy_directories_get_the_right_modes(host: Host) -> None:
-    if host.deployed() is None:
-        pytest.skip("needs the rollover test's deployed certificate")
+    if host.deployed() is None:  # a failure, not a skip: CI must never pass with this unchecked
+        pytest.fail("nothing deployed in the machine: the rollover test before this one failed")
     expected = {
         STATE: "700 root:root",                          # StateDirectoryMode=0700
         f"{STATE}/lineages": "700 root:root",
