@@ -19,6 +19,7 @@ import grp
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -476,3 +477,33 @@ def as_monitor(s: Scenario, *args: str, config: Path | None = None) -> subproces
                            str(BIN / "certbot-dane"), "-c", str(config or s.config), *args],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, **s.env, "HOME": "/nonexistent"})
+
+
+# -- Nagios performance data ----------------------------------------------------------------------
+
+PERF_RE = re.compile(r"('(?:[^']|'')+'|[^'= ]+)=([-0-9.]+|U)([a-zA-Z%]*)((?:;[-0-9.:~@]*){0,4})(?: |$)")
+
+
+def parse_perfdata(text: str) -> dict[str, tuple[str, str, list[str]]]:
+    """Nagios plugin guidelines: 'label'=value[UOM];[warn];[crit];[min];[max], space separated; '' is a quote."""
+    found: dict[str, tuple[str, str, list[str]]] = {}
+    position = 0
+    while position < len(text):
+        match = PERF_RE.match(text, position)
+        assert match, f"not performance data at {text[position:]!r}"
+        label = match.group(1)
+        if label.startswith("'"):
+            label = label[1:-1].replace("''", "'")
+        found[label] = (match.group(2), match.group(3), match.group(4).lstrip(";").split(";"))
+        position = match.end()
+    return found
+
+
+# -- an independent TLSRPT parser ---------------------------------------------------------------
+
+def independent_parser() -> Any:
+    """parsedmarc (the test extra): skipped without it, but never under CI=true."""
+    if os.environ.get("CI", "").lower() == "true":
+        import parsedmarc
+        return parsedmarc
+    return pytest.importorskip("parsedmarc", reason="pip install -e '.[test]' (parsedmarc)")

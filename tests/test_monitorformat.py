@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import re
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -23,6 +22,7 @@ from certbot_dane.assessment import (
     ZoneView,
 )
 from certbot_dane.dnssec import Verdict
+from tests.scenario import parse_perfdata
 
 NOW = 1_900_000_000.0
 DAY = 86400
@@ -171,24 +171,6 @@ def test_an_empty_report_is_up_with_no_lineage_metric():
 
 
 # -- Nagios ---------------------------------------------------------------------------------------
-PERF_RE = re.compile(r"('(?:[^']|'')+'|[^'= ]+)=([-0-9.]+|U)([a-zA-Z%]*)((?:;[-0-9.:~@]*){0,4})(?: |$)")
-
-
-def parse_perfdata(text: str) -> dict[str, tuple[str, str, list[str]]]:
-    """Nagios plugin guidelines: 'label'=value[UOM];[warn];[crit];[min];[max], space separated; '' is a quote."""
-    found: dict[str, tuple[str, str, list[str]]] = {}
-    position = 0
-    while position < len(text):
-        match = PERF_RE.match(text, position)
-        assert match, f"not performance data at {text[position:]!r}"
-        label = match.group(1)
-        if label.startswith("'"):
-            label = label[1:-1].replace("''", "'")
-        found[label] = (match.group(2), match.group(3), match.group(4).lstrip(";").split(";"))
-        position = match.end()
-    return found
-
-
 def test_perfdata_over_all_lineages_then_per_lineage():
     text = monitorformat.perfdata(REPORT)
     assert text == ("days_left=10;14:;0: lag_s=400s;300;;0 'mx.example.org_days_left'=10;14:;0: "

@@ -25,8 +25,7 @@ from certbot_dane.dnsclient import DnsClient
 from certbot_dane.errors import ConfigError
 from certbot_dane.records import Record, ZoneUpdate
 from sandbox.servers import missing_binaries
-from tests.scenario import GROUP, NOBODY, Scenario, as_monitor, fqdn, monitored, require_programs
-from tests.test_monitorformat import parse_perfdata
+from tests.scenario import GROUP, NOBODY, Scenario, as_monitor, fqdn, monitored, parse_perfdata, require_programs
 
 
 @pytest.fixture(autouse=True)

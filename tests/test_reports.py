@@ -20,6 +20,7 @@ import pytest
 from certbot_dane import cli, config, history, reports, tlsrpt
 from certbot_dane.assessment import Severity
 from certbot_dane.rollovers import Event
+from tests.scenario import independent_parser
 
 DATA = Path(__file__).parent / "data" / "tlsrpt"
 SAMPLES = ("microsoft", "google", "rfc8460", "tlsrpt-reporter")
@@ -198,14 +199,6 @@ def as_parsedmarc(report: tlsrpt.Report) -> dict[str, Any]:
                           "successful_session_count": p.total_successful_session_count,
                           "failed_session_count": p.total_failure_session_count,
                           "failure_details": [detail(d) for d in p.failure_details]} for p in report.policies]}
-
-
-def independent_parser() -> Any:
-    """parsedmarc (the test extra): skipped without it, but never under CI=true."""
-    if os.environ.get("CI", "").lower() == "true":
-        import parsedmarc
-        return parsedmarc
-    return pytest.importorskip("parsedmarc", reason="pip install -e '.[test]' (parsedmarc)")
 
 
 @pytest.mark.parametrize("name", SAMPLES)

@@ -26,8 +26,7 @@ from certbot_dane.config import load
 from sandbox.sender import SENDER_APT_PACKAGES, pick_address, smtp_port
 from sandbox.servers import NOBODY, Sandbox, missing_binaries
 from sandbox.tlsrpt import Reporter, ReportMailbox, Session, dane_session, missing_programs, wait_until
-from tests.scenario import Clock, Scenario, require_programs
-from tests.test_reports import independent_parser
+from tests.scenario import Clock, Scenario, independent_parser, require_programs
 
 pytestmark = pytest.mark.realservers
 
