@@ -14,6 +14,7 @@ runs the real `certbot-dane` command with the real clock, for tests of the comma
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import grp
 import hashlib
@@ -39,10 +40,11 @@ from cryptography.x509.oid import NameOID
 from certbot_dane import boot, certstore, hooks, state, status, statusformat
 from certbot_dane import deploy as rollout_module
 from certbot_dane.certstore import CertStore
-from certbot_dane.config import load
+from certbot_dane.config import DnsSettings, Endpoint, load
 from certbot_dane.dnsclient import DnsClient
 from certbot_dane.records import Record, ZoneUpdate
 from certbot_dane.tlsa import TlsaParams, load_chain, records_for
+from certbot_dane.tsigkey import TsigKey, decode_secret
 from sandbox import fleet
 from sandbox.servers import (
     APT_PACKAGES,
@@ -507,3 +509,12 @@ def independent_parser() -> Any:
         import parsedmarc
         return parsedmarc
     return pytest.importorskip("parsedmarc", reason="pip install -e '.[test]' (parsedmarc)")
+
+
+# -- a DNS client for one server of the sandbox -----------------------------------------------------
+
+def client_for(server: KnotServer | PowerDnsServer, **overrides: object) -> DnsClient:
+    """A client whose primary is `server`, with the sandbox key it grants (settings overridable)."""
+    key = TsigKey(server.key.name, server.key.algorithm, decode_secret(server.key.secret))
+    settings = DnsSettings(Endpoint(server.address, server.port), key, (), 3.0, 10.0)
+    return DnsClient(dataclasses.replace(settings, **overrides))  # type: ignore[arg-type]
