@@ -226,7 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     sta = sub.add_parser("status", help="per certificate: phase, deployed and staged certificate, the TLSA records "
                                         "every server serves, DNSSEC, findings, what the next deploy run would "
                                         "do; Nagios exit codes (0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); changes "
-                                        "nothing")
+                                        "nothing",
+                         description="Is DANE safe right now? Asks every authoritative server for each TLSA "
+                                     "name (and validates its DNSSEC), a validating resolver for what senders get "
+                                     "after caches ([status] resolver: \"system\", ADDRESS[:PORT] or \"none\"), "
+                                     "and, for each endpoint in a lineage's verify list, every A/AAAA address of "
+                                     "its host in a TLS handshake matched against the published records. Needs no "
+                                     "TSIG key; a monitoring user reads the state through monitor_group. Exit "
+                                     "codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
     sta.add_argument("--lineage", metavar="NAME", help="only this lineage")
     output = sta.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="machine-readable output (schema: docs/status-json.md)")
